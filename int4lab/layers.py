@@ -1,0 +1,386 @@
+"""Int4Linear: an nn.Linear that trains with 4-bit integer matmuls (paper sec. 4 and 5).
+
+A linear layer Y = X W^T + b (X is N x D, W is C x D) runs three GEMMs per step:
+  forward       Y  = X W^T                 -> HQ: s_X s_W int(XH) int(WH)^T
+  input grad    dX = dY W                  -> (I_X o dY W_hat) H^T, dY bit-split + LSS
+  weight grad   dW = dY^T X                -> (dY^T X_hat o I_W) H^T, dY bit-split + LSS
+where X_hat = s_X int(XH), W_hat = s_W int(WH) are the forward's INT4 codes, saved packed and
+reused, and I_X, I_W mark the values the forward quantizer did not clip (the straight-through
+estimator). A Recipe names which quantizer each GEMM uses, so one layer runs every baseline of
+the course. The quantized operations go through int4lab.ops, so the same layer runs on the
+PyTorch spec, the library's Triton kernels or a learner's.
+"""
+import dataclasses
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import ops
+from .gradquant import lss_probabilities
+from .hadamard import block_hadamard
+from .quant import (LSQQuantizer, QMAX, dequantize, fake_quantize, lsq_codes, lsq_grad_scale,
+                    lsq_step_size_term, make_generator, quantize)
+
+FORWARDS = ("fp", "int8_row", "int4_rtn", "int4_lsq", "int4_hq")
+GRADS = ("fp", "int8_sr", "int4_rtn", "int4_sr", "bs_lss")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Which quantizer each GEMM of a linear layer uses.
+
+    forward: fp (none) | int8_row (per-row INT8) | int4_rtn (per-tensor, max scale) |
+             int4_lsq (per-tensor, learned LSQ scale) | int4_hq (Hadamard quantizer)
+    grad:    fp (dY in full precision, the STE) | int8_sr | int4_rtn | int4_sr (per-tensor dY,
+             round-to-nearest or stochastic) | bs_lss (bit splitting + leverage score sampling)
+    hq_scale: HQ's per-tensor scale, "lsq" (learned, as the paper) or "max" (max|XH| / 7).
+    lss: "sample" (the paper's unbiased sampling) or "nonzero" (the released kernels: keep every
+         non-zero row, no reweighting).
+    """
+    name: str = "custom"
+    forward: str = "int4_hq"
+    grad: str = "bs_lss"
+    block_size: int = 32
+    lss: str = "sample"
+    hq_scale: str = "lsq"
+    lsq_warmup_steps: int = 10
+
+    def __post_init__(self):
+        for value, choices, what in ((self.forward, FORWARDS, "forward"), (self.grad, GRADS, "grad"),
+                                     (self.lss, ("sample", "nonzero"), "lss"),
+                                     (self.hq_scale, ("lsq", "max"), "hq_scale")):
+            if value not in choices:
+                raise ValueError(f"Recipe.{what} must be one of {', '.join(choices)}; got {value!r}")
+        b = self.block_size
+        if not isinstance(b, int) or b < 1 or b & (b - 1):
+            raise ValueError(f"Recipe.block_size must be a power of two, got {b!r}")
+        if self.grad == "bs_lss" and not self.int4_forward:
+            raise ValueError("grad='bs_lss' reuses the forward's INT4 codes: it needs an int4_* forward, "
+                             f"not {self.forward!r}")
+
+    @property
+    def int4_forward(self):
+        return self.forward.startswith("int4")
+
+    @property
+    def hadamard(self):
+        return self.forward == "int4_hq"
+
+    @property
+    def uses_lsq(self):
+        return self.forward == "int4_lsq" or (self.hadamard and self.hq_scale == "lsq")
+
+
+RECIPES = {r.name: r for r in (
+    Recipe("fp32", forward="fp", grad="fp"),
+    Recipe("int8", forward="int8_row", grad="int8_sr"),
+    Recipe("int4_rtn", forward="int4_rtn", grad="int4_rtn"),
+    Recipe("int4_lsq_sr", forward="int4_lsq", grad="int4_sr"),
+    Recipe("int4_hq", forward="int4_hq", grad="fp"),
+    Recipe("int4_hq_lss", forward="int4_hq", grad="bs_lss"),
+)}
+
+
+def get_recipe(recipe):
+    """A Recipe from its name in RECIPES, or the Recipe itself."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, str):
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; the recipes are: {', '.join(RECIPES)}")
+        return RECIPES[recipe]
+    raise TypeError(f"recipe must be a name or a Recipe, got {type(recipe).__name__}")
+
+
+# ---- bookkeeping --------------------------------------------------------------------------
+
+def _round_up(n, m):
+    return -(-n // m) * m
+
+
+def _pad2(t, rows, cols):
+    """Zero-pad a matrix: zero rows/columns add nothing to any product, and packing needs even dims."""
+    return F.pad(t, (0, cols - t.shape[1], 0, rows - t.shape[0]))
+
+
+def _seed():
+    # drawn from torch's global generator, so torch.manual_seed makes a run reproducible
+    return int(torch.randint(0, 2 ** 62, (1,)).item())
+
+
+def _codes(packed):
+    return ops.unpack_int4(packed)
+
+
+def _packed_t(codes):
+    """Pack the transpose of an int8 code matrix: repack an operand along its other dim."""
+    return ops.pack_int4(codes.T.contiguous())
+
+
+def _even_rows(t):
+    return _pad2(t, _round_up(t.shape[0], 2), t.shape[1])
+
+
+def padded(t, rows, recipe):
+    """t (rows', D) as the quantizer sees it: fp32, zero-padded to `rows` rows and along D to a
+    whole number of Hadamard blocks (HQ) or an even count (packing)."""
+    mult = recipe.block_size if recipe.hadamard else 2
+    return _pad2(t.float(), rows, _round_up(t.shape[1], mult))
+
+
+def rotated(tp, recipe):
+    """The values the forward quantizer rounds: tp @ BlockDiag(H) for HQ, tp itself otherwise."""
+    return block_hadamard(tp, recipe.block_size) if recipe.hadamard else tp
+
+
+# ---- the backward GEMMs ---------------------------------------------------------------------
+
+def _fake_grad(g, kind):
+    """dY as the float-path backward sees it (no INT4 codes to reuse: fp and int8 forwards)."""
+    if kind == "fp":
+        return g
+    bits, rounding = {"int8_sr": (8, "stochastic"), "int4_rtn": (4, "nearest"),
+                      "int4_sr": (4, "stochastic")}[kind]
+    return fake_quantize(g, bits=bits, granularity="tensor", rounding=rounding,
+                         generator=make_generator(_seed()))
+
+
+def int4_backward(g, px, sx, pw, sw, rounding, need_dx=True, need_dw=True):
+    """dY quantized per tensor to INT4, then dX~ = dY W_hat and dW~ = dY^T X_hat as INT4 GEMMs."""
+    pg, sg = ops.quantize_int4(g, granularity="tensor", rounding=rounding, seed=_seed())
+    gc = _codes(pg)
+    dx = ops.int4_matmul(pg, sg, _packed_t(_codes(pw)), sw) if need_dx else None
+    dw = ops.int4_matmul(_packed_t(gc), sg, _packed_t(_codes(px)), sx) if need_dw else None
+    return dx, dw
+
+
+def lss_backward(g, px, sx, pw, sw, n_tokens, mode="sample", need_dx=True, need_dw=True):
+    """Bit splitting + leverage score sampling (paper sec. 5): returns (dX~, dW~), rotated domain.
+
+    The 2N stacked rows are [s_hi hi; s_lo lo]; row i and row i + N belong to token i.
+    """
+    Np, Dp = px.shape[0], 2 * px.shape[1]
+    hi, lo, s_hi, s_lo = ops.bit_split(g, seed=_seed())
+    stacked = torch.cat([hi, lo])
+    part_scale = torch.cat([s_hi.float().expand(Np), s_lo.float().expand(Np)])
+    g_norm = torch.linalg.vector_norm(_codes(stacked).float(), dim=1) * part_scale
+    dx = dw = None
+    if need_dx:
+        # input grad: output rows are independent, so term i is row i of dY W: p_i ~ ||g_i||
+        probs = lss_probabilities(g_norm, n_tokens) if mode == "sample" else None
+        kept, _, idx, weight = ops.lss_gather(stacked, probs, seed=_seed())
+        # the 1/p_i reweighting is per output row: it folds into the GEMM's per-row scale
+        rows = ops.int4_matmul(kept, (part_scale[idx] * weight)[:, None], _packed_t(_codes(pw)), sw)
+        dx = torch.zeros(Np, Dp, device=g.device).index_add_(0, idx % Np, rows)
+    if need_dw:
+        # weight grad: dY^T X = sum_i g_i^T x_i, p_i ~ ||g_i|| ||x_i|| (the term's Frobenius norm)
+        x_norm = torch.linalg.vector_norm(_codes(px).float(), dim=1) * sx.float()
+        probs = lss_probabilities(g_norm * x_norm.repeat(2), n_tokens) if mode == "sample" else None
+        kept, kept_x, idx, weight = ops.lss_gather(stacked, probs, seed=_seed(), other=torch.cat([px, px]))
+        if mode == "sample":
+            # 1/p_i varies along the GEMM's reduction index (tokens), which an integer GEMM's
+            # row/column scales cannot absorb: requantize the reweighted rows to INT4 with one
+            # scale per output channel and stochastic rounding (still unbiased)
+            vals = _even_rows(_codes(kept).float() * (part_scale[idx] * weight)[:, None])
+            pa, sa = ops.quantize_int4(vals.T.contiguous(), granularity="row", rounding="stochastic",
+                                       seed=_seed())
+            dw = ops.int4_matmul(pa, sa, _packed_t(_even_rows(_codes(kept_x))), sx)
+        else:
+            # weights are all 1: two exact GEMMs, the hi rows and the lo rows with their scales
+            dw = torch.zeros(g.shape[1], Dp, device=g.device)
+            for part, scale in ((idx < Np, s_hi), (idx >= Np, s_lo)):
+                a = _packed_t(_even_rows(_codes(kept[part])))
+                b = _packed_t(_even_rows(_codes(kept_x[part])))
+                dw += ops.int4_matmul(a, scale, b, sx)
+    return dx, dw
+
+
+def _lsq_scale_grad(d_fq, z, codes, scale, numel):
+    """LSQ step-size gradient: sum of dL/d(fq(z)) * d(fq(z))/ds, times 1/sqrt(numel Q_P)."""
+    s = scale.detach().float()
+    v = z / s
+    mask = (v >= -QMAX[4]) & (v <= QMAX[4])
+    return (d_fq * lsq_step_size_term(v, codes, mask)).sum() * lsq_grad_scale(numel, QMAX[4])
+
+
+class Int4LinearFunction(torch.autograd.Function):
+    """Y = X W^T + b with quantized GEMMs; saves X's and W's INT4 codes (packed) and clip masks."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, s_x, s_w, recipe):
+        r = recipe
+        N, D = x.shape
+        C = weight.shape[0]
+        xf, wf = x.detach().float(), weight.detach().float()
+        ctx.recipe, ctx.dims = r, (N, D, C)
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        if r.forward == "fp":
+            y = xf @ wf.T
+            ctx.save_for_backward(xf, wf)
+        elif r.forward == "int8_row":
+            # INT8 is the baseline; no INT8 kernel in the registry, so it runs as fake-quant fp32
+            xd, wd = fake_quantize(xf, bits=8, granularity="row"), fake_quantize(wf, bits=8, granularity="row")
+            y = xd @ wd.T
+            ctx.save_for_backward(xd, wd)
+        else:
+            xp, wp = padded(xf, _round_up(N, 2), r), padded(wf, _round_up(C, 2), r)
+            sx_in = sw_in = mx = mw = None
+            if r.uses_lsq:
+                # a learned scale clips: keep the masks of the values that survived (I_X, I_W)
+                sx_in, sw_in = s_x.detach().float(), s_w.detach().float()
+                mx, mw = lsq_codes(rotated(xp, r), sx_in)[1], lsq_codes(rotated(wp, r), sw_in)[1]
+            if r.hadamard:
+                # rotation and rounding in one call: a kernel fuses them, XH never reaches memory
+                px, sx = ops.hadamard_quantize(xp, r.block_size, granularity="tensor", scale=sx_in)
+                pw, sw = ops.hadamard_quantize(wp, r.block_size, granularity="tensor", scale=sw_in)
+            else:
+                px, sx = ops.quantize_int4(xp, granularity="tensor", scale=sx_in)
+                pw, sw = ops.quantize_int4(wp, granularity="tensor", scale=sw_in)
+            y = ops.int4_matmul(px, sx, pw, sw)[:N, :C]
+            # LSQ's step-size gradient needs the unclipped values: keep the float input too
+            ctx.save_for_backward(px, pw, sx, sw, mx, mw,
+                                  xf if r.uses_lsq else None, wf if r.uses_lsq else None,
+                                  s_x if r.uses_lsq else None, s_w if r.uses_lsq else None)
+        if bias is not None:
+            y = y + bias.detach().float()
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, gy):
+        r = ctx.recipe
+        N, D, C = ctx.dims
+        x_dtype, w_dtype, b_dtype = ctx.dtypes
+        need_x, need_w, need_b, need_sx, need_sw, _ = ctx.needs_input_grad
+        g = gy.float()
+        db = g.sum(0).to(b_dtype) if need_b else None
+        if not r.int4_forward:
+            xd, wd = ctx.saved_tensors
+            gq = _fake_grad(g, r.grad)
+            dx = (gq @ wd).to(x_dtype) if need_x else None
+            dw = (gq.T @ xd).to(w_dtype) if need_w else None
+            return dx, dw, db, None, None, None
+
+        px, pw, sx, sw, mx, mw, xf, wf, s_x, s_w = ctx.saved_tensors
+        Np, Cp = px.shape[0], pw.shape[0]
+        gp = _pad2(g, Np, Cp)
+        want_dx, want_dw = need_x or need_sx, need_w or need_sw
+        if r.grad in ("fp", "int8_sr"):
+            gq = _fake_grad(gp, r.grad)
+            dxr = gq @ dequantize(_codes(pw), sw) if want_dx else None
+            dwr = gq.T @ dequantize(_codes(px), sx) if want_dw else None
+        elif r.grad in ("int4_rtn", "int4_sr"):
+            rounding = "nearest" if r.grad == "int4_rtn" else "stochastic"
+            dxr, dwr = int4_backward(gp, px, sx, pw, sw, rounding, want_dx, want_dw)
+        else:
+            dxr, dwr = lss_backward(gp, px, sx, pw, sw, N, r.lss, want_dx, want_dw)
+        # dxr = dL/d(X_hat), the gradient at the fake-quantized rotated input; the STE passes
+        # it through where XH was not clipped (I_X), then H^T = H undoes the rotation
+        ds_x = ds_w = None
+        if r.uses_lsq:
+            Dp = 2 * px.shape[1]
+            numel_x, numel_w = N * (Dp if r.hadamard else D), C * (Dp if r.hadamard else D)
+            if need_sx:
+                zx = rotated(padded(xf, Np, r), r)
+                ds_x = _lsq_scale_grad(dxr, zx, _codes(px), s_x, numel_x).to(s_x.dtype)
+            if need_sw:
+                zw = rotated(padded(wf, Cp, r), r)
+                ds_w = _lsq_scale_grad(dwr, zw, _codes(pw), s_w, numel_w).to(s_w.dtype)
+        dx = dw = None
+        if need_x:
+            dzx = dxr * mx if mx is not None else dxr
+            dx = (block_hadamard(dzx, r.block_size) if r.hadamard else dzx)[:N, :D].to(x_dtype)
+        if need_w:
+            dzw = dwr * mw if mw is not None else dwr
+            dw = (block_hadamard(dzw, r.block_size) if r.hadamard else dzw)[:C, :D].to(w_dtype)
+        return dx, dw, db, ds_x, ds_w, None
+
+
+class Int4Linear(nn.Linear):
+    """A drop-in nn.Linear (same weight, bias and init) whose GEMMs follow a Recipe.
+
+    Inputs (..., in_features) have their leading dims flattened into tokens. Recipes with a
+    learned LSQ scale add two small quantizer modules, x_quantizer and w_quantizer.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, recipe="int4_hq_lss", device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.recipe = get_recipe(recipe)
+        if self.recipe.uses_lsq:
+            self.x_quantizer = LSQQuantizer(4, self.recipe.lsq_warmup_steps).to(device)
+            self.w_quantizer = LSQQuantizer(4, self.recipe.lsq_warmup_steps).to(device)
+        else:
+            self.x_quantizer = self.w_quantizer = None
+
+    @classmethod
+    def from_linear(cls, linear, recipe="int4_hq_lss"):
+        """An Int4Linear with a copy of linear's weight and bias."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
+        w = linear.weight
+        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                    recipe=recipe, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(w)
+            if linear.bias is not None:
+                layer.bias.copy_(linear.bias)
+        layer.train(linear.training)
+        return layer
+
+    def forward(self, x):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"Int4Linear expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"Int4Linear({self.in_features} -> {self.out_features}) expects input of "
+                             f"shape (..., {self.in_features}); got {tuple(x.shape)}")
+        r = self.recipe
+        if (r.forward == "fp" and r.grad == "fp") or x.numel() == 0:
+            return F.linear(x, self.weight, self.bias)
+        x2 = x.reshape(-1, self.in_features)
+        s_x = s_w = None
+        if r.uses_lsq:
+            with torch.no_grad():
+                # LSQ initialises (and warms up) its scale from the values it will round
+                s_x = self.x_quantizer.observe(self._lsq_view(x2))
+                s_w = self.w_quantizer.observe(self._lsq_view(self.weight))
+        y = Int4LinearFunction.apply(x2, self.weight, self.bias, s_x, s_w, r)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def _lsq_view(self, t):
+        # HQ's blocks include the zero padding of D; a plain tensor has none to average over
+        return rotated(padded(t, t.shape[0], self.recipe), self.recipe) if self.recipe.hadamard else t.float()
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, recipe={self.recipe.name!r}"
+
+
+def quantize_model(model, recipe="int4_hq_lss", skip=None):
+    """Swap the model's nn.Linear layers for Int4Linear in place (weights copied); returns the model.
+
+    The output head stays full precision (paper): by default the `lm_head` / `head` attribute if
+    the model has one, else the last nn.Linear. skip: names (as in named_modules) to leave alone
+    instead. Embeddings, norms and attention matmuls are not nn.Linear and stay untouched.
+    Build the optimizer after calling this: the swapped layers hold new parameters.
+    """
+    recipe = get_recipe(recipe)
+    if isinstance(model, nn.Linear):
+        raise TypeError("quantize_model swaps layers inside a model; for a single layer use "
+                        "Int4Linear.from_linear(linear, recipe)")
+    linears = [(n, m) for n, m in model.named_modules() if type(m) is nn.Linear]
+    if skip is None:
+        heads = [n for n in ("lm_head", "head") if isinstance(getattr(model, n, None), nn.Linear)]
+        skip = set(heads) if heads else ({linears[-1][0]} if linears else set())
+    else:
+        skip = {skip} if isinstance(skip, str) else set(skip)
+        known = {n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        if skip - known:
+            raise ValueError(f"skip names {sorted(skip - known)} are not nn.Linear modules of the model; "
+                             f"its linear layers are: {sorted(known)}")
+    for name, m in linears:
+        if name in skip:
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, Int4Linear.from_linear(m, recipe))
+    return model

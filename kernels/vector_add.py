@@ -1,0 +1,35 @@
+"""Vector addition: the first Triton kernel (lesson 00), and doctor's known-answer check.
+
+What it computes: out = x + y for two tensors of the same shape and float dtype.
+
+Memory layout and why: both inputs are viewed as flat contiguous arrays; program i handles the
+BLOCK elements [i*BLOCK, (i+1)*BLOCK). The last block runs past the end, so every load and
+store is masked: an unmasked load reads whatever lies beyond the tensor, silently.
+"""
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def vector_add_kernel(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    pid = tl.program_id(axis=0)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    y = tl.load(y_ptr + offs, mask=mask, other=0.0)
+    tl.store(out_ptr + offs, x + y, mask=mask)
+
+
+def vector_add(x: torch.Tensor, y: torch.Tensor, BLOCK: int = 1024) -> torch.Tensor:
+    """Launcher: check shapes, flatten, launch one program per BLOCK elements."""
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.dtype != y.dtype or not x.is_floating_point():
+        raise TypeError(f"x and y must share one float dtype, got {x.dtype} and {y.dtype}")
+    x, y = x.contiguous(), y.contiguous()
+    out = torch.empty_like(x)
+    n = out.numel()
+    if n:
+        vector_add_kernel[(triton.cdiv(n, BLOCK),)](x, y, out, n, BLOCK=BLOCK)
+    return out

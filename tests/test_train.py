@@ -1,0 +1,104 @@
+"""The training loop: it learns, it reports, it resumes exactly, and it stops loudly on NaN."""
+import json
+import math
+
+import pytest
+import torch
+
+from int4lab.train import TrainConfig, get_lr, main, recipe_names, train
+
+# small enough that each run takes about a second on one CPU core
+TINY = {"digits": dict(task="digits", batch_size=32, n_layer=1, n_embd=32, lr=2e-3, eval_every=10),
+        "text": dict(task="text", batch_size=8, block_size=32, n_layer=1, n_embd=32, eval_every=10,
+                     eval_batches=2)}
+
+
+def tiny(task="digits", **kw):
+    return TrainConfig(**{**TINY[task], "progress": False, **kw})
+
+
+def quantized_recipes():
+    return [r for r in ("int4_hq_lss",) if r in recipe_names()]
+
+
+def test_schedule_warms_up_then_decays_to_min_lr():
+    cfg = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr=0.1)
+    assert get_lr(0, cfg) == pytest.approx(0.1) and get_lr(9, cfg) == pytest.approx(1.0)
+    assert get_lr(10, cfg) == pytest.approx(1.0) and get_lr(100, cfg) == pytest.approx(0.1)
+    assert all(get_lr(s, cfg) >= get_lr(s + 1, cfg) for s in range(10, 100))
+
+
+def test_loss_decreases_and_history_is_returned():
+    r = train(tiny(steps=60, warmup_steps=5))
+    assert r.steps == [0, 10, 20, 30, 40, 50, 60]
+    assert len(r.train_loss) == len(r.val_loss) == len(r.val_acc) == len(r.wall_time) == 7
+    assert r.val_loss[-1] < 0.6 * r.val_loss[0] and r.val_acc[-1] > 0.5
+    assert r.wall_time == sorted(r.wall_time) and r.n_params > 0
+    json.dumps(r.to_dict())  # the history is plain data
+
+
+def test_same_seed_same_run_and_other_seed_differs():
+    a, b, c = (train(tiny(steps=20, seed=s)) for s in (0, 0, 1))
+    assert a.val_loss == b.val_loss and a.val_loss != c.val_loss
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("task,recipe", [("digits", "fp32"), ("text", "fp32")]
+                         + [("digits", r) for r in quantized_recipes()])
+def test_resume_ends_exactly_where_an_uninterrupted_run_ends(tmp_path, task, recipe):
+    cfg = tiny(task, recipe=recipe, steps=30, warmup_steps=5, ckpt_every=10)
+    full = train(cfg)
+
+    def stop_at_20(step, model):
+        if step == 20:
+            raise Interrupt  # after the step-20 checkpoint, like a kill between steps
+    cfg.out_dir = str(tmp_path)
+    with pytest.raises(Interrupt):
+        train(cfg, on_step=stop_at_20)
+    cfg.resume = True
+    resumed = train(cfg)
+    for (n, p), q in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q), f"{n} differs after resume"
+    assert resumed.val_loss == full.val_loss and resumed.train_loss == full.train_loss
+    assert resumed.steps == full.steps
+
+
+def test_resume_refuses_a_different_run(tmp_path):
+    cfg = tiny(steps=10, out_dir=str(tmp_path))
+    train(cfg)
+    with pytest.raises(ValueError, match="different lr"):
+        train(tiny(steps=10, out_dir=str(tmp_path), resume=True, lr=1e-2))
+
+
+def test_nan_in_forward_names_step_and_layer():
+    def poison(step, model):
+        if step == 3:
+            with torch.no_grad():
+                model.blocks[0].mlp.c_fc.weight[0, 0] = math.nan
+    with pytest.raises(FloatingPointError, match=r"loss .* at step 3: .*layer 'blocks\.0\.mlp\.c_fc'"):
+        train(tiny(steps=10), on_step=poison)
+
+
+def test_nan_in_backward_names_step_and_layer():
+    def poison(step, model):
+        if step == 2:
+            model.blocks[0].attn.c_proj.weight.register_hook(lambda g: g * math.nan)
+    with pytest.raises(FloatingPointError, match=r"gradient .* at step 2 in layer 'blocks\.0\.attn\.c_proj'"):
+        train(tiny(steps=10), on_step=poison)
+
+
+def test_cli_writes_table_results_and_plot(tmp_path, capsys):
+    main(["--task", "digits", "--recipes", "fp32", "--steps", "10", "--out", str(tmp_path), "--no-progress"])
+    out = capsys.readouterr().out
+    assert "fp32" in out and "val loss" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results[0]["recipe"] == "fp32" and results[0]["steps"][-1] == 10
+    assert (tmp_path / "loss_curves.png").stat().st_size > 0
+
+
+def test_cli_rejects_unknown_recipe(tmp_path):
+    with pytest.raises(SystemExit, match="unknown recipe.*int3"):
+        main(["--recipes", "int3", "--out", str(tmp_path)])
