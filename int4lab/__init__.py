@@ -16,14 +16,8 @@ from .exercises import unlock, reveal, bench, progress
 from .doctor import doctor
 
 
-def pack_int4(q):
-    """(..., K) int8 in [-8, 7] -> (..., K/2) uint8, element 2j in the low nibble."""
-    return registry.dispatch("pack_int4", q)
-
-
-def unpack_int4(p):
-    """(..., K/2) uint8 -> (..., K) int8; the exact inverse of pack_int4."""
-    return registry.dispatch("unpack_int4", p)
+from .ops import (pack_int4, unpack_int4, quantize_int4, int4_matmul, hadamard_quantize,  # noqa: E402
+                  bit_split, lss_gather)
 
 
 def vector_add(x, y):
@@ -41,4 +35,5 @@ from .exercises import register_magic as _register_magic  # noqa: E402
 _register_magic()
 
 __all__ = ["DEVICE", "use", "last_ran", "which", "unlock", "reveal", "bench", "progress", "doctor",
-           "pack_int4", "unpack_int4", "vector_add"]
+           "pack_int4", "unpack_int4", "vector_add", "quantize_int4", "int4_matmul",
+           "hadamard_quantize", "bit_split", "lss_gather"]

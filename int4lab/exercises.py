@@ -13,7 +13,7 @@ import traceback
 
 import torch
 
-from . import progress as store
+from . import store
 from . import registry, runtime
 
 

@@ -19,7 +19,6 @@ or the INT4LAB_IMPL environment variable.
   triton  triton -> spec (spec only where triton is not installed);
   spec    spec.
 """
-import contextlib
 import dataclasses
 import importlib
 import os
@@ -86,6 +85,7 @@ class Slot:
 
 SLOTS: dict = {}
 _learner: dict = {}                       # name -> the learner's callable, once unlocked
+_looked_up: set = set()                   # names whose progress entry was read this process
 _last_ran: dict = {}                      # name -> "spec" | "triton" | "learner"
 _state = threading.local()
 _global_mode = [os.environ.get("INT4LAB_IMPL", "auto") or "auto"]
@@ -140,9 +140,10 @@ class use:
 
 def learner_fn(name: str):
     """The learner's unlocked implementation, loading it from the workspace if needed."""
-    if name not in _learner:
-        from . import progress
-        fn = progress.load_unlocked(name)
+    if name not in _learner and name not in _looked_up:
+        from . import store
+        _looked_up.add(name)               # read the progress file once, not on every call
+        fn = store.load_unlocked(name)
         if fn is not None:
             _learner[name] = fn
     return _learner.get(name)
@@ -181,19 +182,8 @@ def last_ran(name: Optional[str] = None):
 
 
 def set_learner(name: str, fn: Optional[Callable]):
+    _looked_up.add(name)
     if fn is None:
         _learner.pop(name, None)
     else:
         _learner[name] = fn
-
-
-@contextlib.contextmanager
-def only(name: str, fn: Callable, impl: str = "learner"):
-    """Run slot `name` with `fn` inside the block (used by checks; restores afterwards)."""
-    saved = _learner.get(name)
-    _learner[name] = fn
-    try:
-        with use(impl):
-            yield
-    finally:
-        set_learner(name, saved)
