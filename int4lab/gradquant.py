@@ -13,7 +13,7 @@ from collections import namedtuple
 
 import torch
 
-from .checks import require_dtype, require_even_last_dim, require_finite, require_float, require_tensor
+from .checks import require_dtype, require_even_last_dim, require_finite, require_float
 from .packing import pack_int4
 from .quant import make_generator
 
@@ -73,12 +73,18 @@ def bit_split_mean(g, clamp=BS_CLAMP):
     return (BS_STEP * hi + lo_mean) / s
 
 
-def bit_split_spec(g, seed=None):
-    """Slot "bit_split": g (N, C) float -> (hi packed (N, C/2) uint8, lo packed, scale_hi, scale_lo)."""
-    require_tensor(g, "g")
+def validate_bit_split(g, seed=None):
+    """Raise on input bit_split_spec cannot take (dtype, 2-D, even C, NaN/Inf), computing nothing."""
+    require_float(g, "g")
     if g.dim() != 2:
         raise ValueError(f"g must be 2-D (N, C), got shape {tuple(g.shape)}")
     require_even_last_dim(g, "g")
+    require_finite(g, "g")
+
+
+def bit_split_spec(g, seed=None):
+    """Slot "bit_split": g (N, C) float -> (hi packed (N, C/2) uint8, lo packed, scale_hi, scale_lo)."""
+    validate_bit_split(g, seed)
     bs = bit_split(g, generator=make_generator(seed))
     return pack_int4(bs.hi), pack_int4(bs.lo), bs.scale_hi, bs.scale_lo
 
@@ -192,7 +198,8 @@ def lss_variance(g_rows, x_rows, probs):
     with p_i = 0 must be zero rows; they add nothing.
     """
     _check_probs(probs, g_rows.shape[0])
-    t = torch.linalg.vector_norm(g_rows.double(), dim=1) ** 2 * torch.linalg.vector_norm(x_rows.double(), dim=1) ** 2
+    gn, xn = torch.linalg.vector_norm(g_rows.double(), dim=1), torch.linalg.vector_norm(x_rows.double(), dim=1)
+    t = gn ** 2 * xn ** 2
     p = probs.double()
     if ((p == 0) & (t > 0)).any():
         return float("inf")

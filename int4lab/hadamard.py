@@ -11,8 +11,8 @@ import math
 
 import torch
 
-from .checks import require_divisible, require_finite, require_float, require_power_of_two, require_tensor
-from .quant import dequantize, quantize, quantize_int4_spec
+from .checks import require_divisible, require_finite, require_float, require_power_of_two
+from .quant import dequantize, quantize, quantize_int4_spec, validate_quantize_int4
 
 
 def hadamard_matrix(n, dtype=torch.float32, device=None):
@@ -43,9 +43,21 @@ def block_hadamard(x, block_size=32):
     return (blocks @ H).reshape(x.shape).to(x.dtype)
 
 
+def validate_hadamard_quantize(x, block_size=32, granularity="row", scale=None):
+    """Raise on input hadamard_quantize cannot take, computing nothing."""
+    require_float(x, "x")
+    if not isinstance(block_size, int) or isinstance(block_size, bool):
+        raise TypeError(f"block_size must be an int, got {type(block_size).__name__}")
+    require_power_of_two(block_size, "block_size")
+    if x.dim() == 0:
+        raise ValueError("x must have at least one dimension, got a 0-dim tensor")
+    require_divisible(x.shape[-1], block_size, "the last dim of x")
+    validate_quantize_int4(x, granularity=granularity, scale=scale)
+
+
 def hadamard_quantize_spec(x, block_size=32, granularity="row", scale=None):
     """Slot "hadamard_quantize": INT4 round-to-nearest of x @ BlockDiag(H), packed: (packed, scales)."""
-    require_tensor(x, "x")
+    validate_hadamard_quantize(x, block_size, granularity, scale)
     return quantize_int4_spec(block_hadamard(x, block_size), granularity=granularity,
                               rounding="nearest", scale=scale)
 

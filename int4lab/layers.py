@@ -11,7 +11,6 @@ the course. The quantized operations go through int4lab.ops, so the same layer r
 PyTorch spec, the library's Triton kernels or a learner's.
 """
 import dataclasses
-import math
 
 import torch
 import torch.nn as nn
@@ -21,7 +20,7 @@ from . import ops
 from .gradquant import lss_probabilities
 from .hadamard import block_hadamard
 from .quant import (LSQQuantizer, QMAX, dequantize, fake_quantize, lsq_codes, lsq_grad_scale,
-                    lsq_step_size_term, make_generator, quantize)
+                    lsq_step_size_term, make_generator)
 
 FORWARDS = ("fp", "int8_row", "int4_rtn", "int4_lsq", "int4_hq")
 GRADS = ("fp", "int8_sr", "int4_rtn", "int4_sr", "bs_lss")
@@ -221,7 +220,8 @@ class Int4LinearFunction(torch.autograd.Function):
             ctx.save_for_backward(xf, wf)
         elif r.forward == "int8_row":
             # INT8 is the baseline; no INT8 kernel in the registry, so it runs as fake-quant fp32
-            xd, wd = fake_quantize(xf, bits=8, granularity="row"), fake_quantize(wf, bits=8, granularity="row")
+            xd = fake_quantize(xf, bits=8, granularity="row")       # one scale per token
+            wd = fake_quantize(wf, bits=8, granularity="row")       # one per output channel
             y = xd @ wd.T
             ctx.save_for_backward(xd, wd)
         else:

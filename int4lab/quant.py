@@ -157,10 +157,22 @@ def make_generator(seed, device=None):
 
 # ---- registry slot "quantize_int4" ----------------------------------------------------------
 
+def validate_quantize_int4(x, granularity="row", block_size=32, rounding="nearest", seed=None, scale=None):
+    """Raise on input quantize_int4 cannot take (dtype, shape, NaN/Inf, options), computing nothing."""
+    require_float(x, "x")
+    require_even_last_dim(x, "x")
+    require_finite(x, "x")
+    _check_choice(granularity, GRANULARITIES, "granularity")
+    _check_choice(rounding, ROUNDINGS, "rounding")
+    if granularity == "block" and (block_size <= 0 or x.shape[-1] % block_size):
+        raise ValueError(f"last dim ({x.shape[-1]}) is not a multiple of block_size {block_size}")
+    if scale is not None:
+        _as_scale(scale)
+
+
 def quantize_int4_spec(x, granularity="row", block_size=32, rounding="nearest", seed=None, scale=None):
     """INT4 quantize then pack (slot "quantize_int4"): (..., K) float -> ((..., K/2) uint8, fp32 scales)."""
-    require_tensor(x, "x")
-    require_even_last_dim(x, "x")
+    validate_quantize_int4(x, granularity, block_size, rounding, seed, scale)
     gen = make_generator(seed) if rounding == "stochastic" else None
     codes, scales = quantize(x, bits=4, granularity=granularity, block_size=block_size,
                              rounding=rounding, generator=gen, scale=scale)

@@ -18,6 +18,9 @@ if not HAS_CUDA and os.environ.get("TRITON_INTERPRET") in (None, ""):
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
+# Lessons read FAST to pick small sizes (CI runs every notebook with INT4LAB_FAST=1).
+FAST = os.environ.get("INT4LAB_FAST", "0") not in ("", "0")
+
 
 def triton_usable() -> bool:
     """Triton kernels can run here: installed, and either a GPU or the interpreter."""

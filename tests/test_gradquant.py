@@ -8,6 +8,15 @@ from int4lab.gradquant import (bit_split, bit_split_dequantize, bit_split_mean, 
 from int4lab.packing import pack_int4, unpack_int4
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: intra-op threads only add overhead, and thrash on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def gen(seed):
     return torch.Generator().manual_seed(seed)
 
@@ -52,8 +61,8 @@ def test_bit_split_expectation(clamp):
     draws = torch.stack([bit_split_dequantize(bit_split(g, gen(i), clamp=clamp)) for i in range(n)])
     s = 98 / g.abs().max()
     r = g * s - 14 * torch.round(g * s / 14).clamp(-clamp, clamp)
-    # lo rounds up with probability frac(r): variance frac(1-frac)/s^2, exactly (a rare round-up
-    # may never show in n draws, so the measured variance could be 0 where this is not)
+    # lo rounds up with probability frac(r): variance frac(1-frac)/s^2, exactly (a rare rounding
+    # direction may never show in n draws, so the measured variance could be 0 where this is not)
     f = r - torch.floor(r)
     tol = 5 * torch.sqrt(f * (1 - f) / s ** 2 / n) + 1e-6 * g.abs().max()   # + fp32 averaging
     expected = bit_split_mean(g, clamp=clamp)

@@ -12,6 +12,15 @@ from int4lab.layers import RECIPES, Int4Linear, Recipe, get_recipe, quantize_mod
 from int4lab.quant import lsq_quantize
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: intra-op threads only add overhead, and thrash on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def rel(a, b):
     return (torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b)).item()
 
@@ -144,8 +153,10 @@ def average_grads(layer, x, g, draws):
     """Forward once, backward `draws` times: (mean of (dX, dW), mean squared deviation)."""
     x = x.clone().requires_grad_(True)
     y = layer(x)
-    samples = [torch.cat([t.flatten() for t in torch.autograd.grad(y, (x, layer.weight), g, retain_graph=True)])
-               for _ in range(draws)]
+    samples = []
+    for _ in range(draws):
+        grads = torch.autograd.grad(y, (x, layer.weight), g, retain_graph=True)
+        samples.append(torch.cat([t.flatten() for t in grads]))
     s = torch.stack(samples)
     return s.mean(0), ((s - s.mean(0)) ** 2).sum(1).mean()
 
@@ -161,7 +172,7 @@ def test_hq_lss_expected_gradient_is_hq_gradient(lss):
     x[:, 3] *= 20
     g = sparse_grad(32, 32, gen)
     recipe = dataclasses.replace(RECIPES["int4_hq_lss"], lss=lss)
-    draws = 400
+    draws = 2000
     mean, msd = average_grads(Int4Linear.from_linear(lin, recipe), x, g, draws)
 
     hq = Int4Linear.from_linear(lin, "int4_hq")
@@ -177,10 +188,14 @@ def test_hq_lss_expected_gradient_is_hq_gradient(lss):
           f"{(msd.sqrt() / torch.linalg.vector_norm(ref)).item():.3f}")
     assert dev < 3 * noise
     assert noise < 0.05 * torch.linalg.vector_norm(ref)        # the check can see a 15% bias
-    assert rel(ref, ref_true) < 0.05                           # bit splitting's bias is small
+    # bit splitting's bias (its [-6, 6] clamp) is small, yet this check is sharp enough to see it
+    bias = torch.linalg.vector_norm(ref - ref_true).item()
+    print(f"   bit-split bias |E - HQ grads at the true dY| = {bias:.4g}")
+    assert rel(ref, ref_true) < 0.05
+    assert torch.linalg.vector_norm(mean - ref_true).item() > 3 * noise
 
 
-def test_nonzero_mode_is_exact_when_no_row_is_sampled_out():
+def test_nonzero_mode_is_int8_like():
     """In 'nonzero' mode the only randomness is the bit split: with 7 levels for lo it is
     INT8-like, far closer to the full-precision gradient than per-tensor INT4 of dY."""
     gen = torch.Generator().manual_seed(1)
@@ -231,6 +246,18 @@ def test_odd_shapes_and_batch_dims(name):
     ref = nn.functional.linear(x, layer.weight, layer.bias)
     assert rel(y, ref) < (1e-6 if name == "fp32" else 0.5)
     assert layer(torch.randn(0, 15)).shape == (0, 7)
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_and_zero_gradient(name, dtype):
+    """A zero dY (all-zero groups) must give zero, finite gradients; dtypes follow the inputs."""
+    layer = Int4Linear(32, 16, recipe=name).to(dtype)
+    x = torch.randn(4, 32, dtype=dtype, requires_grad=True)
+    y = layer(x)
+    y.backward(torch.zeros_like(y))
+    assert y.dtype == dtype and x.grad.dtype == dtype and layer.weight.grad.dtype == dtype
+    assert (x.grad == 0).all() and (layer.weight.grad == 0).all()
 
 
 def test_clear_errors():

@@ -9,6 +9,15 @@ from int4lab.quant import (QMAX, LSQQuantizer, dequantize, int4_matmul_spec, lsq
                            lsq_init_scale, lsq_quantize, quantize, quantize_int4_spec)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: intra-op threads only add overhead, and thrash on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def randn(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
@@ -152,6 +161,10 @@ def test_quantize_int4_spec_seed_and_shapes():
         quantize_int4_spec(randn(4, 7))
     with pytest.raises(ValueError, match="0-dim"):
         quantize_int4_spec(torch.tensor(1.0))
+    with pytest.raises(ValueError, match="Inf"):
+        quantize_int4_spec(torch.full((2, 4), float("inf")))
+    with pytest.raises(ValueError, match="block_size"):
+        quantize_int4_spec(randn(2, 40), granularity="block", block_size=32)
     p, s = quantize_int4_spec(torch.zeros(0, 8))
     assert p.shape == (0, 4) and s.shape == (0, 1)
     p, s = quantize_int4_spec(torch.zeros(3, 0), granularity="block")

@@ -1,0 +1,154 @@
+"""Bit splitting: a gradient as two INT4 matrices, hi (round to nearest) and lo (stochastic).
+
+What it computes (paper sec. 5.1; the released code's constants): for g of shape (N, C),
+one dynamic per-tensor scale s = 196 / (2 max|g|) maps max|g| to 98 = 14 * 7, then
+
+    hi = clamp(round(g s / 14), -6, 6)                      round to nearest, ties to even
+    lo = clamp(round(g s - 14 hi + U(-1/2, 1/2)), -6, 6)    stochastic rounding of the rest
+
+so g ~ hi * scale_hi + lo * scale_lo with scale_hi = 14 / s and scale_lo = 1 / s: an INT8
+number stored as two INT4 halves. Both are returned packed two per byte, (N, C/2) uint8, the
+same nibble order as pack_int4 (element 2j in the low nibble), with the two 0-dim fp32 scales.
+
+Two passes, because the scale needs the max over the WHOLE tensor before any code exists:
+  1. absmax_kernel: each program reduces one (BLOCK_R, 2*BLOCK_B) tile of |g| to its max and
+     combines it into one fp32 cell with tl.atomic_max. Max does not depend on the order in
+     which programs arrive, so the result is exact and deterministic. (|g| >= 0, so no sign
+     trouble; NaN and Inf are refused by the launcher before any kernel runs.)
+  2. bit_split_kernel: each program reads that max, computes s exactly as the spec does, and
+     turns a tile of BLOCK_R rows x BLOCK_B output bytes into hi and lo bytes. It loads the even
+     and the odd columns of g with two strided loads (element 2j and 2j+1 of a row make byte j),
+     so no interleaving is needed and a non-contiguous g is read in place through its strides.
+     Program (0, 0) also writes the two scales.
+A program that used only its own tile's max would be faster and wrong: its codes would not
+share one scale.
+
+Exactness: hi must match the spec bit for bit. The spec works in fp32: v = g * s, then
+v / 14. Triton's `/` on fp32 may compile to an approximate division on a GPU, so both divisions
+(196 / (2 max) and v / 14) use tl.math.div_rn, the IEEE round-to-nearest division torch uses.
+torch.round rounds halves to even (0.5 -> 0, 2.5 -> 2); round_half_even below does the same
+with floor, since Triton has no portable rint (a tie really happens: g s = 7 gives v / 14 = 0.5).
+
+Randomness: lo's noise is u = tl.rand(seed, offset) - 1/2 with offset = the element's flat
+index n * C + c, a counter-based generator (Philox): the same seed gives the same codes, every
+element gets its own draw, and no state is kept between programs. The spec draws its noise
+with torch.rand, so lo matches the spec in distribution (each code is the floor or the ceil of
+the exact residual, rounded up with probability equal to its fractional part), not bit for bit.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from int4lab.checks import require_even_last_dim, require_finite, require_float, require_tensor
+
+BLOCK_R = 32      # rows per program
+BLOCK_B = 64      # output bytes per program and row (128 input columns)
+
+
+@triton.jit
+def absmax_kernel(g_ptr, amax_ptr, N, C, stride_n, stride_c,
+                  BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid_r = tl.program_id(axis=0)
+    pid_c = tl.program_id(axis=1)
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (rows < N)[:, None] & (cols < C)[None, :]
+    ptrs = g_ptr + rows.to(tl.int64)[:, None] * stride_n + cols[None, :] * stride_c
+    x = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    tile_max = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
+    tl.atomic_max(amax_ptr, tile_max)          # one cell, zero-initialized by the launcher
+
+
+@triton.jit
+def round_half_even(x):
+    """torch.round for fp32: nearest integer, halves to the even neighbour (exact for |x| < 2^22)."""
+    f = tl.floor(x)
+    d = x - f                                       # in [0, 1]
+    f_is_odd = (f - 2.0 * tl.floor(f * 0.5)) != 0.0
+    up = (d > 0.5) | ((d == 0.5) & f_is_odd)
+    return tl.where(up, f + 1.0, f)
+
+
+@triton.jit
+def _split(g, s, u):
+    """hi and lo (fp32 holding integers) of g (fp32) for scale s and noise u in [-1/2, 1/2)."""
+    v = g * s
+    hi = tl.minimum(tl.maximum(round_half_even(tl.math.div_rn(v, 14.0)), -6.0), 6.0)
+    lo = tl.minimum(tl.maximum(round_half_even((v - 14.0 * hi) + u), -6.0), 6.0)
+    return hi, lo
+
+
+@triton.jit
+def bit_split_kernel(g_ptr, amax_ptr, hi_ptr, lo_ptr, scale_hi_ptr, scale_lo_ptr,
+                     N, C, stride_n, stride_c, seed,
+                     BLOCK_R: tl.constexpr, BLOCK_B: tl.constexpr):
+    pid_r = tl.program_id(axis=0)
+    pid_b = tl.program_id(axis=1)
+    # the scale, exactly as the spec: s = 196 / (2 max|g|), and 1 for an all-zero g
+    amax = tl.load(amax_ptr)
+    s = tl.where(amax > 0.0, tl.math.div_rn(196.0, tl.where(amax > 0.0, 2.0 * amax, 1.0)), 1.0)
+    first = (pid_r == 0) & (pid_b == 0)
+    tl.store(scale_hi_ptr, tl.math.div_rn(14.0, s), mask=first)
+    tl.store(scale_lo_ptr, tl.math.div_rn(1.0, s), mask=first)
+
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    byts = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)      # output byte j <- columns 2j, 2j+1
+    n_bytes = C // 2
+    mask = (rows < N)[:, None] & (byts < n_bytes)[None, :]
+    row_off = rows.to(tl.int64)[:, None] * stride_n
+    even = tl.load(g_ptr + row_off + (2 * byts)[None, :] * stride_c, mask=mask, other=0.0)
+    odd = tl.load(g_ptr + row_off + (2 * byts + 1)[None, :] * stride_c, mask=mask, other=0.0)
+
+    # one Philox draw per element, keyed by its flat index n * C + c
+    flat = rows.to(tl.int64)[:, None] * C + 2 * byts[None, :]
+    u_even = tl.rand(seed, flat) - 0.5
+    u_odd = tl.rand(seed, flat + 1) - 0.5
+    hi_e, lo_e = _split(even.to(tl.float32), s, u_even)
+    hi_o, lo_o = _split(odd.to(tl.float32), s, u_odd)
+
+    # pack: element 2j in the low nibble, 2j + 1 in the high one (two's complement nibbles)
+    hi_byte = (hi_e.to(tl.int32) & 0xF) | ((hi_o.to(tl.int32) & 0xF) << 4)
+    lo_byte = (lo_e.to(tl.int32) & 0xF) | ((lo_o.to(tl.int32) & 0xF) << 4)
+    out = rows.to(tl.int64)[:, None] * n_bytes + byts[None, :]
+    tl.store(hi_ptr + out, hi_byte.to(tl.uint8), mask=mask)
+    tl.store(lo_ptr + out, lo_byte.to(tl.uint8), mask=mask)
+
+
+def _kernel_seed(seed):
+    """A non-negative 31-bit seed for tl.rand; seed=None draws a fresh one (like the spec)."""
+    if seed is None:
+        return torch.Generator().seed() % (2**31 - 1)     # fresh OS entropy, no global state
+    return int(seed) % (2**31 - 1)
+
+
+def bit_split(g: torch.Tensor, seed=None):
+    """Launcher: validate, find max|g| (pass 1), split and pack (pass 2).
+
+    Returns (hi packed (N, C/2) uint8, lo packed (N, C/2) uint8, scale_hi, scale_lo), the
+    scales 0-dim fp32 tensors with g ~ hi * scale_hi + lo * scale_lo.
+    """
+    # the same validation as int4lab.gradquant.bit_split_spec, in the same order
+    require_tensor(g, "g")
+    if g.dim() != 2:
+        raise ValueError(f"g must be 2-D (N, C), got shape {tuple(g.shape)}")
+    require_even_last_dim(g, "g")
+    require_float(g, "g")
+    require_finite(g, "g")
+    # fp16/fp32 are read as they are and widened in registers. fp64 becomes fp32 first, as in
+    # the spec; bf16 too on the CPU, where the interpreter has no bf16 (exact either way).
+    if g.dtype == torch.float64 or (g.dtype == torch.bfloat16 and g.device.type == "cpu"):
+        g = g.float()
+    N, C = g.shape
+    hi = torch.empty((N, C // 2), dtype=torch.uint8, device=g.device)
+    lo = torch.empty((N, C // 2), dtype=torch.uint8, device=g.device)
+    if g.numel() == 0:       # nothing to split; the spec's scale for an all-zero g is s = 1
+        return (hi, lo, torch.tensor(14.0, device=g.device), torch.tensor(1.0, device=g.device))
+    amax = torch.zeros((), dtype=torch.float32, device=g.device)
+    scale_hi = torch.empty((), dtype=torch.float32, device=g.device)
+    scale_lo = torch.empty((), dtype=torch.float32, device=g.device)
+    grid1 = (triton.cdiv(N, BLOCK_R), triton.cdiv(C, 2 * BLOCK_B))
+    absmax_kernel[grid1](g, amax, N, C, g.stride(0), g.stride(1), BLOCK_R=BLOCK_R, BLOCK_C=2 * BLOCK_B)
+    grid2 = (triton.cdiv(N, BLOCK_R), triton.cdiv(C // 2, BLOCK_B))
+    bit_split_kernel[grid2](g, amax, hi, lo, scale_hi, scale_lo, N, C, g.stride(0), g.stride(1),
+                            _kernel_seed(seed), BLOCK_R=BLOCK_R, BLOCK_B=BLOCK_B)
+    return hi, lo, scale_hi, scale_lo

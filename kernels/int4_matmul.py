@@ -1,0 +1,123 @@
+"""INT4 x INT4 matrix multiply on INT8 tensor cores, with the scales applied in the epilogue.
+
+What it computes: A is (M, K/2) and B is (N, K/2), both uint8, each byte holding two INT4 codes
+along K (element 2j in the low nibble, element 2j+1 in the high nibble; see int4lab/packing.py).
+B is laid out like an nn.Linear weight, (out, in), so the product is A·Bᵀ:
+
+    C[m, n] = (sum_k A_codes[m, k] * B_codes[n, k]) * a_scale[m] * b_scale[n]
+
+with a_scale of shape (M, 1) or 0-dim (one scale per tensor), the same for b_scale. With
+out_dtype=torch.int32, C is the raw integer sum, no scales (the exact accumulator).
+
+Why INT8 dots: Hopper and Blackwell have no INT4 tensor cores, and Triton has no int4 dot on any
+GPU. tl.dot does take int8 x int8 with int32 accumulation, and a product of INT4 codes is at most
+64, so every sum is exact in int32 up to K = 33 million. So we unpack the nibbles in registers,
+sign-extend them to int8 and feed the INT8 tensor cores. Memory still moves half a byte per
+value: the packed operands are what is loaded from HBM.
+
+No interleave: the reduction is a sum over k, and a sum does not care about its order. Split it
+into the even k (low nibbles) and the odd k (high nibbles):
+
+    A·Bᵀ = A_even·B_evenᵀ + A_odd·B_oddᵀ
+
+A byte tile of A gives both A_even (its low nibbles) and A_odd (its high nibbles) as two
+(BLOCK_M, BLOCK_K) int8 tiles, likewise for B, and two dots add into one int32 accumulator.
+The only rule is to pair low with low and high with high in BOTH operands.
+
+Sign extension: a nibble n in 0..15 is the two's complement code n - 16 when n >= 8
+(0xF is -1, 0x8 is -8), which is what tl.where(n >= 8, n - 16, n) computes.
+
+Tiles: a 2-D grid, one program per (BLOCK_M, BLOCK_N) tile of C. Each program walks K/2 in steps
+of BLOCK_K packed bytes (2 * BLOCK_K values of K); the last step is masked (other=0: a zero
+byte is two zero codes, which add nothing). BLOCK_K >= 32 keeps the int8 dot legal on Hopper.
+Strides are passed in, so transposed or sliced views of A and B need no copy. The scales are
+read as vectors; a per-tensor scale is the same vector with stride 0, so one code path serves
+both. The accumulator is converted to fp32 and multiplied by a_scale then b_scale, in the
+spec's order, before the cast to out_dtype.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from int4lab.quant import validate_int4_matmul
+
+
+@triton.jit
+def _sign_extend(n):
+    """int32 nibbles 0..15 -> int8 codes -8..7."""
+    return tl.where(n >= 8, n - 16, n).to(tl.int8)
+
+
+@triton.jit
+def int4_matmul_kernel(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, KH,
+                       stride_am, stride_ak, stride_bn, stride_bk, stride_sa, stride_sb,
+                       stride_cm, stride_cn, APPLY_SCALES: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid_m = tl.program_id(axis=0)
+    pid_n = tl.program_id(axis=1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)   # rows of A and C
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)   # rows of B, columns of C
+    offs_k = tl.arange(0, BLOCK_K)                      # packed bytes along K
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    for k0 in range(0, KH, BLOCK_K):
+        kk = k0 + offs_k
+        mask_k = kk < KH                                # the K tail
+        # A tile (BLOCK_M, BLOCK_K); B tile loaded already transposed, (BLOCK_K, BLOCK_N)
+        a = tl.load(a_ptr + offs_m[:, None] * stride_am + kk[None, :] * stride_ak,
+                    mask=mask_m[:, None] & mask_k[None, :], other=0).to(tl.int32)
+        b = tl.load(b_ptr + offs_n[None, :] * stride_bn + kk[:, None] * stride_bk,
+                    mask=mask_k[:, None] & mask_n[None, :], other=0).to(tl.int32)
+        a_lo = _sign_extend(a & 0xF)                    # elements 2j   (even k)
+        a_hi = _sign_extend(a >> 4)                     # elements 2j+1 (odd k)
+        b_lo = _sign_extend(b & 0xF)
+        b_hi = _sign_extend(b >> 4)
+        acc = tl.dot(a_lo, b_lo, acc)                   # int8 x int8 -> int32, exact
+        acc = tl.dot(a_hi, b_hi, acc)
+
+    c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
+    c_mask = mask_m[:, None] & mask_n[None, :]
+    if APPLY_SCALES:
+        sa = tl.load(sa_ptr + offs_m * stride_sa, mask=mask_m, other=0.0)
+        sb = tl.load(sb_ptr + offs_n * stride_sb, mask=mask_n, other=0.0)
+        c = acc.to(tl.float32) * sa[:, None]
+        c = c * sb[None, :]
+        tl.store(c_ptrs, c.to(c_ptr.dtype.element_ty), mask=c_mask)
+    else:
+        tl.store(c_ptrs, acc, mask=c_mask)
+
+
+# One fixed config per device. The interpreter runs each program as NumPy calls, so few,
+# moderately sized tiles keep it fast; on a GPU, bigger tiles feed the tensor cores.
+CPU_CONFIG = dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32)
+GPU_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)
+
+
+def _scale_vector(s):
+    """A scale as (fp32 tensor, stride): (rows, 1) -> stride 1, 0-dim -> stride 0 (broadcast)."""
+    s = s.float()
+    if s.dim() == 0:
+        return s.reshape(1), 0
+    s = s.reshape(-1).contiguous()
+    return s, 1
+
+
+def int4_matmul(a, a_scale, b, b_scale, out_dtype=torch.float32):
+    """Launcher: validate, allocate C (M, N) in out_dtype, launch one program per C tile."""
+    validate_int4_matmul(a, a_scale, b, b_scale, out_dtype)
+    M, KH = a.shape
+    N = b.shape[0]
+    c = torch.empty((M, N), dtype=out_dtype, device=a.device)
+    if M == 0 or N == 0:
+        return c
+    sa, stride_sa = _scale_vector(a_scale)
+    sb, stride_sb = _scale_vector(b_scale)
+    cfg = GPU_CONFIG if a.is_cuda else CPU_CONFIG
+    grid = (triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(N, cfg["BLOCK_N"]))
+    int4_matmul_kernel[grid](a, b, sa, sb, c, M, N, KH,
+                             a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+                             stride_sa, stride_sb, c.stride(0), c.stride(1),
+                             APPLY_SCALES=out_dtype != torch.int32, **cfg)
+    return c

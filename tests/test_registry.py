@@ -1,0 +1,176 @@
+"""The exercise registry: unlock, use, fallback, progress, reveal, bench, the workspace."""
+import json
+import os
+
+import pytest
+import torch
+
+import int4lab
+from int4lab import exercises, registry, store
+import wrong_kernels
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("INT4LAB_HOME", str(tmp_path))
+    saved = dict(registry._learner), set(registry._looked_up)
+    registry._learner.clear()
+    registry._looked_up.clear()
+    yield tmp_path
+    registry._learner.clear()
+    registry._learner.update(saved[0])
+    registry._looked_up.clear()
+    registry._looked_up.update(saved[1])
+
+
+def write_exercise(home, slot, source):
+    path = home / "workspace" / f"{slot}.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source)
+    return path
+
+
+def library(slot):
+    from nbrun import library_source
+    return library_source(slot)
+
+
+STUB = "def pack_int4(q):\n    raise NotImplementedError('write me')\n"
+
+
+def test_stub_is_not_an_error(home, capsys):
+    write_exercise(home, "pack_int4", STUB)
+    report = int4lab.unlock("pack_int4")
+    out = capsys.readouterr().out
+    assert "not yet implemented: the library's kernel stays in use for pack_int4" in out
+    assert "ERROR" not in out and not report.passed
+    assert int4lab.which("pack_int4")["would_run"] != "learner"
+
+
+def test_unlock_from_workspace_persists_across_restarts(home, capsys):
+    write_exercise(home, "pack_int4", library("pack_int4"))
+    report = int4lab.unlock("pack_int4")
+    assert report.passed and "Unlocked" in str(report)
+    entry = json.loads((home / "progress.json").read_text())["slots"]["pack_int4"]
+    assert entry["unlocked"] and len(entry["sha256"]) == 64
+    # a "restart": forget everything in memory; the learner's kernel comes back from disk
+    registry._learner.clear()
+    registry._looked_up.clear()
+    q = torch.randint(-8, 8, (3, 34), dtype=torch.int8)
+    with int4lab.use("learner"):
+        p = int4lab.pack_int4(q)
+    assert int4lab.last_ran("pack_int4") == "learner"
+    assert torch.equal(p, int4lab.packing.pack_int4(q))
+
+
+def test_edited_file_is_not_used_until_unlocked_again(home):
+    path = write_exercise(home, "pack_int4", library("pack_int4"))
+    assert int4lab.unlock("pack_int4", quiet=True).passed
+    path.write_text(path.read_text() + "\n# edited\n")
+    registry._learner.clear()
+    registry._looked_up.clear()
+    with pytest.warns(UserWarning, match="changed since pack_int4 was unlocked"):
+        impl, _ = registry.resolve("pack_int4", "learner")
+    assert impl != "learner"
+
+
+@pytest.mark.parametrize("path", wrong_kernels.files("pack_int4") + wrong_kernels.files("unpack_int4"),
+                         ids=lambda p: p.stem)
+def test_wrong_kernels_are_rejected_with_actionable_messages(home, path):
+    slot, fn = wrong_kernels.load(path)
+    report = int4lab.unlock(slot, fn, quiet=True)
+    assert not report.passed
+    text = str(report)
+    expected = {"swapped_nibbles": "nibbles are swapped", "missing_mask": "needs a mask",
+                "no_sign_extension": "sign-extend", "even_odd_swapped": "even and odd outputs are swapped"}
+    bug = path.stem.split("__")[1]
+    assert expected[bug] in text, text
+    assert int4lab.which(slot)["would_run"] != "learner"
+
+
+def test_library_kernels_pass_hidden_checks(home):
+    for slot in ("vector_add", "pack_int4", "unpack_int4"):
+        fn = registry.get(slot).triton_fn()
+        results = exercises.run_checks(slot, fn, hidden=True)
+        assert results and all(r.passed for r in results), [r for r in results if not r.passed]
+        assert any(r.check for r in results)
+
+
+def test_garbage_and_crashes_are_reported(home):
+    report = int4lab.unlock("pack_int4", lambda q: "not a tensor", quiet=True)
+    assert not report.passed and "expected a tensor" in str(report)
+    report = int4lab.unlock("pack_int4", lambda q: 1 / 0, quiet=True)
+    assert "ZeroDivisionError" in str(report) and "ERROR" in str(report)
+
+
+def test_hanging_learner_code_times_out(home):
+    def hang(q):
+        while True:
+            pass
+    results = exercises.run_checks("pack_int4", hang, timeout=0.2)
+    assert results and all(r.status == "timeout" for r in results)
+
+
+def test_use_modes_and_fallback(home, monkeypatch):
+    q = torch.randint(-8, 8, (2, 4), dtype=torch.int8)
+    with int4lab.use("spec"):
+        int4lab.pack_int4(q)
+        assert int4lab.last_ran("pack_int4") == "spec"
+    with int4lab.use("learner"):           # nothing unlocked: learner -> triton
+        int4lab.pack_int4(q)
+        assert int4lab.last_ran("pack_int4") == "triton"
+    monkeypatch.setattr(registry.runtime, "HAS_TRITON", False)
+    with int4lab.use("triton"):            # no triton installed: triton -> spec
+        int4lab.pack_int4(q)
+        assert int4lab.last_ran("pack_int4") == "spec"
+    with pytest.raises(ValueError, match="one of"):
+        int4lab.use("gpu")
+
+
+def test_global_use_and_env(home):
+    before = registry.mode()
+    try:
+        int4lab.use("spec")
+        assert registry.mode() == "spec"
+        with int4lab.use("triton"):
+            assert registry.mode() == "triton"
+        assert registry.mode() == "spec"
+    finally:
+        int4lab.use(before)
+    import subprocess, sys
+    out = subprocess.run([sys.executable, "-c", "import int4lab; print(int4lab.registry.mode())"],
+                         env={**os.environ, "INT4LAB_IMPL": "spec"}, capture_output=True, text=True)
+    assert out.stdout.strip() == "spec", out.stderr
+
+
+def test_progress_reveal_and_corrupt_file(home, capsys):
+    rows = {r["slot"]: r for r in int4lab.progress(show=False)}
+    assert rows["pack_int4"]["status"] == "not started"
+    source = int4lab.reveal("unpack_int4")
+    assert "def unpack_int4_kernel" in source
+    rows = {r["slot"]: r for r in int4lab.progress(show=False)}
+    assert rows["unpack_int4"]["status"] == "revealed"
+    (home / "progress.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="unreadable"):
+        rows = int4lab.progress(show=False)
+    assert all(r["status"] == "not started" for r in rows)
+    assert list(home.glob("progress.json.corrupt-*"))
+
+
+def test_bench_on_cpu_reports_correctness_not_time(home, capsys):
+    out = int4lab.bench("pack_int4")
+    text = capsys.readouterr().out
+    assert out["timed"] is False and "nothing is timed" in text
+    assert out["results"] and all(r["passed"] for r in out["results"])
+
+
+def test_unknown_slot(home):
+    with pytest.raises(KeyError, match="no slot named"):
+        int4lab.unlock("pack_int5")
+
+
+def test_exercise_magic_writes_the_workspace(home, capsys):
+    exercises.exercise_magic("pack_int4", STUB)
+    assert (home / "workspace" / "pack_int4.py").read_text() == STUB
+    exercises.exercise_magic("pack_int4", "def pack_int4(q):\n    return q +\n")
+    assert "the cell raised SyntaxError" in capsys.readouterr().out

@@ -1,0 +1,20 @@
+"""Wrong on purpose: no masks, so the last block reads and writes past the end."""
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def pack_int4_kernel(q_ptr, p_ptr, n_bytes, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    even = tl.load(q_ptr + 2 * offs).to(tl.int32) & 0xF
+    odd = tl.load(q_ptr + 2 * offs + 1).to(tl.int32) & 0xF
+    tl.store(p_ptr + offs, (even | (odd << 4)).to(tl.uint8))
+
+
+def pack_int4(q):
+    q = q.contiguous()
+    p = torch.empty((*q.shape[:-1], q.shape[-1] // 2), dtype=torch.uint8, device=q.device)
+    if p.numel():
+        pack_int4_kernel[(triton.cdiv(p.numel(), 256),)](q, p, p.numel(), BLOCK=256)
+    return p
