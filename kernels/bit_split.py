@@ -23,9 +23,11 @@ Two passes, because the scale needs the max over the WHOLE tensor before any cod
 A program that used only its own tile's max would be faster and wrong: its codes would not
 share one scale.
 
-Exactness: hi must match the spec bit for bit. The spec works in fp32: v = g * s, then
-v / 14. Triton's `/` on fp32 may compile to an approximate division on a GPU, so both divisions
-(196 / (2 max) and v / 14) use tl.math.div_rn, the IEEE round-to-nearest division torch uses.
+Exactness: hi and the scales must match the spec bit for bit. The spec works in fp32:
+s = 196 / (2 max), which torch evaluates as (1 / (2 max)) * 196 (a number divided by a tensor is
+a reciprocal, then a product), v = g * s, then v / 14, a true division on the CPU. Triton's `/`
+on fp32 may compile to an approximate division on a GPU, so every division here uses
+tl.math.div_rn, the IEEE round-to-nearest division.
 torch.round rounds halves to even (0.5 -> 0, 2.5 -> 2); round_half_even below does the same
 with floor, since Triton has no portable rint (a tie really happens: g s = 7 gives v / 14 = 0.5).
 
@@ -85,11 +87,13 @@ def bit_split_kernel(g_ptr, amax_ptr, hi_ptr, lo_ptr, scale_hi_ptr, scale_lo_ptr
     pid_r = tl.program_id(axis=0)
     pid_b = tl.program_id(axis=1)
     # the scale, exactly as the spec: s = 196 / (2 max|g|), and 1 for an all-zero g
+    # (torch evaluates `196 / t` for a tensor t as reciprocal(t) * 196: so do we, to the bit)
     amax = tl.load(amax_ptr)
-    s = tl.where(amax > 0.0, tl.math.div_rn(196.0, tl.where(amax > 0.0, 2.0 * amax, 1.0)), 1.0)
+    s = tl.where(amax > 0.0, 196.0 * tl.math.div_rn(1.0, tl.where(amax > 0.0, 2.0 * amax, 1.0)), 1.0)
     first = (pid_r == 0) & (pid_b == 0)
-    tl.store(scale_hi_ptr, tl.math.div_rn(14.0, s), mask=first)
-    tl.store(scale_lo_ptr, tl.math.div_rn(1.0, s), mask=first)
+    inv_s = tl.math.div_rn(1.0, s)
+    tl.store(scale_hi_ptr, 14.0 * inv_s, mask=first)       # scale_hi = 14 / s
+    tl.store(scale_lo_ptr, inv_s, mask=first)              # scale_lo = 1 / s
 
     rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
     byts = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)      # output byte j <- columns 2j, 2j+1

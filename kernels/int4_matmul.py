@@ -91,7 +91,7 @@ def int4_matmul_kernel(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, KH,
 
 # One fixed config per device. The interpreter runs each program as NumPy calls, so few,
 # moderately sized tiles keep it fast; on a GPU, bigger tiles feed the tensor cores.
-CPU_CONFIG = dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32)
+CPU_CONFIG = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64)
 GPU_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)
 
 
