@@ -9,6 +9,8 @@ def main(argv=None):
         "doctor": "check that torch, triton and the kernels work on this machine",
         "train": "train the tiny GPT / ViT under several recipes and compare (int4lab train -h)",
         "bench": "benchmark the kernels (int4lab bench -h)",
+        "grade": "grade learners' notebooks or workspaces, out of process (int4lab grade -h)",
+        "student-copy": "write a copy of the course without the library's kernel bodies",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: int4lab COMMAND [options]\n\ncommands:")
@@ -26,6 +28,12 @@ def main(argv=None):
     if command == "bench":
         from .bench import main as bench_main
         return bench_main(rest)
+    if command == "grade":
+        from .grade import main as grade_main
+        return grade_main(rest)
+    if command == "student-copy":
+        from .student import main as student_main
+        return student_main(rest)
     return 2
 
 

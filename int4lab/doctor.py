@@ -48,17 +48,17 @@ def run_checks():
         problems.append("no GPU and TRITON_INTERPRET is off (it was set to 0 before int4lab was "
                         "imported). Unset it, or set TRITON_INTERPRET=1, and restart.")
         return lines, problems
-    from .kernels import vector_add as va
-    if runtime.INTERPRET and type(va.vector_add_kernel).__name__ != "InterpretedFunction":
+    from .kernels import known_answer as ka
+    if runtime.INTERPRET and type(ka.known_answer_kernel).__name__ != "InterpretedFunction":
         problems.append("the Triton interpreter flag was set too late: kernels were decorated before "
                         "TRITON_INTERPRET=1 was set. Restart the Python kernel and `import int4lab` "
                         "before anything that defines Triton kernels.")
         return lines, problems
     try:
         x = torch.arange(1000, dtype=torch.float32, device=runtime.DEVICE)
-        got = va.vector_add(x, x)
-        ok = torch.equal(got, 2 * x)
-        lines.append(f"known-answer kernel (vector_add, 1000 elements): {'ok' if ok else 'WRONG ANSWER'}")
+        got = ka.known_answer(x)
+        ok = torch.equal(got, 2 * x + 1)
+        lines.append(f"known-answer kernel (2x+1 on 1000 elements): {'ok' if ok else 'WRONG ANSWER'}")
         if not ok:
             problems.append("the known-answer kernel returned a wrong result: reinstall triton "
                             "(`pip install --force-reinstall triton`) and run doctor again.")

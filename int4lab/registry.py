@@ -77,7 +77,8 @@ class Slot:
     timeout_s: float = 60.0               # per check, for a learner kernel that hangs
 
     def triton_fn(self):
-        if self.triton is None or not runtime.triton_usable():
+        from .student import is_student_copy
+        if self.triton is None or not runtime.triton_usable() or is_student_copy():
             return None
         module, fn = self.triton.split(":")
         return getattr(importlib.import_module(module), fn)

@@ -31,9 +31,11 @@ tl.math.div_rn, the IEEE round-to-nearest division.
 torch.round rounds halves to even (0.5 -> 0, 2.5 -> 2); round_half_even below does the same
 with floor, since Triton has no portable rint (a tie really happens: g s = 7 gives v / 14 = 0.5).
 
-Randomness: lo's noise is u = tl.rand(seed, offset) - 1/2 with offset = the element's flat
-index n * C + c, a counter-based generator (Philox): the same seed gives the same codes, every
-element gets its own draw, and no state is kept between programs. The spec draws its noise
+Randomness: lo's noise is u - 1/2 with u from tl.rand4x(seed, offset), offset = the output
+byte's flat index n * C/2 + j: a counter-based generator (Philox) that returns four independent
+uniforms per offset, two of which serve elements 2j and 2j + 1 (one Philox call per byte, half
+the cost of two tl.rand calls). The same seed gives the same codes, every element gets its own
+draw, and no state is kept between programs. The spec draws its noise
 with torch.rand, so lo matches the spec in distribution (each code is the floor or the ceil of
 the exact residual, rounded up with probability equal to its fractional part), not bit for bit.
 """
@@ -103,10 +105,12 @@ def bit_split_kernel(g_ptr, amax_ptr, hi_ptr, lo_ptr, scale_hi_ptr, scale_lo_ptr
     even = tl.load(g_ptr + row_off + (2 * byts)[None, :] * stride_c, mask=mask, other=0.0)
     odd = tl.load(g_ptr + row_off + (2 * byts + 1)[None, :] * stride_c, mask=mask, other=0.0)
 
-    # one Philox draw per element, keyed by its flat index n * C + c
-    flat = rows.to(tl.int64)[:, None] * C + 2 * byts[None, :]
-    u_even = tl.rand(seed, flat) - 0.5
-    u_odd = tl.rand(seed, flat + 1) - 0.5
+    # one Philox call per output byte, keyed by the byte's flat index n * C/2 + j: it returns
+    # four independent uniforms, two of which become the noise of elements 2j and 2j + 1
+    flat = rows.to(tl.int64)[:, None] * n_bytes + byts[None, :]
+    u_even, u_odd, _, _ = tl.rand4x(seed, flat)
+    u_even -= 0.5
+    u_odd -= 0.5
     hi_e, lo_e = _split(even.to(tl.float32), s, u_even)
     hi_o, lo_o = _split(odd.to(tl.float32), s, u_odd)
 

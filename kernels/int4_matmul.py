@@ -33,7 +33,9 @@ byte is two zero codes, which add nothing). BLOCK_K >= 32 keeps the int8 dot leg
 Strides are passed in, so transposed or sliced views of A and B need no copy. The scales are
 read as vectors; a per-tensor scale is the same vector with stride 0, so one code path serves
 both. The accumulator is converted to fp32 and multiplied by a_scale then b_scale, in the
-spec's order, before the cast to out_dtype.
+spec's order, before the cast to out_dtype. (On the CPU, Triton's interpreter truncates fp32 to
+bf16 instead of rounding it, so bf16 outputs there can differ from the spec by one bf16 ulp; a
+GPU rounds to nearest like PyTorch.)
 """
 import torch
 import triton
@@ -89,8 +91,10 @@ def int4_matmul_kernel(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, KH,
         tl.store(c_ptrs, acc, mask=c_mask)
 
 
-# One fixed config per device. The interpreter runs each program as NumPy calls, so few,
-# moderately sized tiles keep it fast; on a GPU, bigger tiles feed the tensor cores.
+# One fixed config per device, no autotuning. The interpreter runs each program as a series of
+# NumPy calls, so few 64x64 tiles keep it fast (BLOCK_K = 64 bytes = 128 values of K). On a GPU,
+# 128x128 tiles give each loaded byte more reuse; two int8 dots of K = 64 per step are legal on
+# Hopper (K >= 32), and num_stages=3 overlaps the next loads with this step's dots.
 CPU_CONFIG = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64)
 GPU_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)
 

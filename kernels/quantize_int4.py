@@ -36,6 +36,8 @@ from tl.rand(seed, offset) with each element's flat index as its offset, so a se
 same codes on every run and every tile size. They are not torch's draws (the spec uses a torch
 Generator), so stochastic codes agree with the spec in distribution, not bit for bit.
 """
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -103,10 +105,9 @@ def quantize_int4(x, granularity="row", block_size=32, rounding="nearest", seed=
     """Launcher: validate, choose the groups, launch one program per BLOCK_G groups."""
     validate_quantize_int4(x, granularity, block_size, rounding, seed, scale)
     qmax = QMAX[4]
-    K = x.shape[-1]
-    x2 = x.reshape(-1, K)                            # a view whenever possible (no copy)
-    R = x2.shape[0]
-    lead = tuple(x.shape[:-1])
+    K, lead = x.shape[-1], tuple(x.shape[:-1])
+    R = math.prod(lead)
+    x2 = x.reshape(R, K)                             # a view whenever possible (no copy)
     packed = torch.empty(lead + (K // 2,), dtype=torch.uint8, device=x.device)
 
     given = None

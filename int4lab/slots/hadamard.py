@@ -1,6 +1,306 @@
-"""Slot hadamard_quantize (lesson 04). Checks, hints and bench: to be completed with the kernel."""
-from ..hadamard import hadamard_quantize_spec
-from ..registry import Slot, register
+"""Slot hadamard_quantize (lesson 04): block Hadamard rotation fused with INT4 quantize and pack.
 
-register(Slot(name="hadamard_quantize", spec=hadamard_quantize_spec,
-              triton="int4lab.kernels.hadamard_quantize:hadamard_quantize", lesson="04"))
+A kernel rotates with a tl.dot whose sums run in another order than torch's matmul, so its
+rotated values can differ from the spec's in the last bits. The compare allows exactly that:
+scales within a tight relative tolerance, and a code off by 1 only where the spec's x H / s
+sits within float rounding of a .5 boundary (where either rounding is right). Inputs whose
+rotation is exact (block 16: H = +-1/4, dyadic x) are compared bit for bit, exact ties included.
+"""
+import torch
+
+from .. import compare
+from ..checks import (require_divisible, require_even_last_dim, require_finite, require_float,
+                      require_power_of_two, require_tensor)
+from ..hadamard import block_hadamard, hadamard_matrix, hadamard_quantize_spec
+from ..packing import unpack_int4
+from ..quant import GRANULARITIES, QMAX, _as_scale, _check_choice, dequantize
+from ..registry import Bench, Check, Mismatch, Slot, register
+from .common import ODD_ROWS, generator, noncontiguous
+
+QBLOCK = 32          # the spec quantizes granularity "block" in blocks of 32 (quantize_int4's default)
+
+
+def validate_hadamard_quantize(x, block_size=32, granularity="row", scale=None):
+    """What hadamard_quantize_spec refuses, refused before any implementation runs."""
+    require_tensor(x, "x")
+    require_float(x, "x")
+    if not isinstance(block_size, int) or isinstance(block_size, bool):
+        raise TypeError(f"block_size must be an int, got {type(block_size).__name__}")
+    require_power_of_two(block_size, "block_size")
+    if x.dim() == 0:
+        raise ValueError("x must have at least one dimension, got a 0-dim tensor")
+    require_divisible(x.shape[-1], block_size, "the last dim of x")
+    require_even_last_dim(x, "x")
+    _check_choice(granularity, GRANULARITIES, "granularity")
+    if granularity == "block":
+        require_divisible(x.shape[-1], QBLOCK, "the last dim of x (granularity 'block' has a scale per 32 values)")
+    if scale is not None:
+        _as_scale(scale)
+    require_finite(x, "x")
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+
+def _randn(shape, seed, dtype):
+    g = generator(seed)
+    x = torch.randn(shape, generator=g)
+    if len(shape) >= 1 and x.numel():
+        x = x * (0.1 + 4 * torch.rand(tuple(shape[:-1]) + (1,), generator=g))
+    return x.to(dtype)
+
+
+def _exact_ties(shape, seed, dtype):
+    """x = y H16 with y = k + 1/2 (and 7 at the start of each block): x H16 = y exactly.
+
+    H16's entries are +-1/4, so with these dyadic values every product and sum is exact in
+    fp32 in any order: any correct kernel gets y bit for bit, and x H / s lands on exact ties.
+    """
+    g = generator(seed)
+    y = torch.randint(-6, 6, shape, generator=g).double() + 0.5
+    y[..., 0::16] = 7.0
+    H = hadamard_matrix(16, dtype=torch.float64)
+    x = (y.reshape(*shape[:-1], shape[-1] // 16, 16) @ H).reshape(shape)
+    return x.to(dtype)
+
+
+def _make(shape, dtype=torch.float32, contiguous=True, inputs="randn", edit=None, **kw):
+    def make(seed, device):
+        x = _randn(shape, seed, dtype) if inputs == "randn" else _exact_ties(shape, seed, dtype)
+        if edit is not None:
+            edit(x)
+        x = x.to(device)
+        return ((x if contiguous else noncontiguous(x)),), dict(kw)
+    return make
+
+
+def _zero_rows(x):
+    x[0] = 0
+    x[-1] = 0
+
+
+def _outlier_channel(x):
+    x[..., 3] = x[..., 3] * 100        # the outlier channel HQ is made for
+
+
+# ---- comparing ------------------------------------------------------------------------------
+
+def _tolerances(dtype):
+    """(rtol of the scales, how close to a .5 boundary x H / s must be for a code to differ)."""
+    if dtype in (torch.float32, torch.float64):
+        return 1e-5, 1e-4
+    if dtype == torch.float16:        # y rounded to fp16 (as the spec): one fp16 step apart at most
+        return 2e-3, 2e-2
+    return 1.6e-2, 1e-1               # bfloat16
+
+
+def _rotated_ratio(x, scales, block_size):
+    """The spec's x H / s per element, clamped to [-7, 7]."""
+    y = block_hadamard(x.detach().cpu(), block_size).float()
+    s = dequantize(torch.ones(y.shape, dtype=torch.int8), scales.cpu())
+    return (y / s).clamp(-QMAX[4], QMAX[4])
+
+
+def _structure(expected, got):
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        return Mismatch(f"expected a tuple (packed, scales), got {compare._describe(got)}")
+    for what, e, g in (("packed", expected[0], got[0]), ("scales", expected[1], got[1])):
+        m = compare._structure(e, g, what)
+        if m:
+            return m
+    return None
+
+
+def _close(expected, got, args, kwargs):
+    """Scales within rtol; codes equal, or off by 1 where x H / s is within rounding of k + 0.5."""
+    m = _structure(expected, got)
+    if m:
+        return m
+    x = args[0]
+    block_size = args[1] if len(args) > 1 else kwargs.get("block_size", 32)
+    rtol, near = _tolerances(x.dtype)
+    m = compare.close(rtol=rtol, atol=0)(expected[1], got[1], what="scales")
+    if m:
+        return m
+    e, g = unpack_int4(expected[0].cpu()).int(), unpack_int4(got[0].cpu()).int()
+    bad = e != g
+    if not bad.any():
+        return None
+    v = _rotated_ratio(x, expected[1], block_size)
+    boundary = ((v.abs() - v.abs().floor()) - 0.5).abs() < near
+    wrong = bad & (((e - g).abs() != 1) | ~boundary)
+    if wrong.any():
+        idx = tuple(wrong.nonzero()[0].tolist())
+        return Mismatch(f"codes: {int(wrong.sum())} of {wrong.numel()} differ beyond float rounding "
+                        f"(a code may differ by 1 only where x H / s is within {near:g} of a .5 "
+                        f"boundary); first at index {idx}: x H / s = {v[idx].item():.4f}, "
+                        f"expected {int(e[idx])}, got {int(g[idx])}",
+                        index=idx, expected=int(e[idx]), got=int(g[idx]))
+    return None
+
+
+_exact_pair = compare.each(compare.exact, compare.exact, names=["packed", "scales"])
+
+
+def _exact(expected, got, args, kwargs):
+    return _exact_pair(expected, got)
+
+
+# ---- hints ----------------------------------------------------------------------------------
+
+def _pair_ok(expected, got):
+    return (isinstance(got, (tuple, list)) and len(got) == 2
+            and all(isinstance(g, torch.Tensor) for g in got)
+            and got[0].shape == expected[0].shape and got[0].dtype == torch.uint8
+            and got[1].shape == expected[1].shape)
+
+
+def _block(args, kwargs):
+    return args[1] if len(args) > 1 else kwargs.get("block_size", 32)
+
+
+def _hint_structure(args, kwargs, expected, got):
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        return "return a tuple (packed, scales): packed bytes (uint8) and the fp32 scales"
+    p, s = got
+    if isinstance(p, torch.Tensor) and p.dtype != torch.uint8:
+        return "packed bytes are uint8, two codes per byte: torch.empty(..., K // 2, dtype=torch.uint8)"
+    if isinstance(s, torch.Tensor) and s.dtype != torch.float32:
+        return "scales are fp32 whatever the input dtype"
+    if isinstance(s, torch.Tensor) and s.shape != expected[1].shape:
+        gran = kwargs.get("granularity", "row")
+        want = {"row": "x.shape[:-1] + (1,): one per row, kept as a column",
+                "block": "x.shape[:-1] + (K // 32,): one per 32 rotated values",
+                "tensor": "() (a 0-dim tensor): one for the whole tensor"}[gran]
+        return f"with granularity {gran!r} the scales have shape {want}"
+    return None
+
+
+def _hint_unnormalized(args, kwargs, expected, got):
+    if _pair_ok(expected, got) and kwargs.get("scale") is None:
+        e, g = expected[1].cpu().float(), got[1].cpu().float()
+        ok = e != 1
+        if ok.any():
+            r = (g[ok] / e[ok]).median().item()
+            n = _block(args, kwargs)
+            if abs(r - n ** 0.5) < 1e-3 * n:
+                return (f"the scales are sqrt({n}) = {n ** 0.5:.3g} times too big: the Hadamard matrix is "
+                        f"normalized, its entries are +-1/sqrt({n}) (hadamard_matrix({n}) builds it), so "
+                        "the rotation keeps each row's length")
+            if abs(r - n ** -0.5) < 1e-3:
+                return f"the scales are sqrt({n}) times too small: H's entries are +-1/sqrt({n}), not +-1/{n}"
+    return None
+
+
+def _hint_unrotated_scale(args, kwargs, expected, got):
+    if _pair_ok(expected, got) and kwargs.get("scale") is None:
+        from ..quant import quantize_int4_spec
+        gran = kwargs.get("granularity", "row")
+        _, s_plain = quantize_int4_spec(args[0].detach(), granularity=gran)
+        if (not torch.allclose(s_plain.cpu(), expected[1].cpu(), rtol=1e-3)
+                and torch.allclose(got[1].cpu().float(), s_plain.cpu(), rtol=1e-3)):
+            return ("the scales are max|x| / 7 of the input x: they must come from the ROTATED values, "
+                    "max|x H| / 7, computed after the tl.dot")
+    return None
+
+
+def _hint_codes_unrotated(args, kwargs, expected, got):
+    if _pair_ok(expected, got):
+        from ..quant import quantize_int4_spec
+        p_plain, _ = quantize_int4_spec(args[0].detach(), granularity=kwargs.get("granularity", "row"),
+                                        scale=kwargs.get("scale"))
+        if torch.equal(got[0].cpu(), p_plain.cpu()) and not torch.equal(p_plain.cpu(), expected[0].cpu()):
+            return "the codes are those of x itself: quantize the rotated values x H, not x"
+    return None
+
+
+def _hint_nibbles(args, kwargs, expected, got):
+    if _pair_ok(expected, got):
+        p = got[0].cpu()
+        if not torch.equal(p, expected[0].cpu()) and torch.equal(((p & 0x0F) << 4) | (p >> 4), expected[0].cpu()):
+            return "the two nibbles are swapped: code 2j goes in the LOW nibble, code 2j+1 in the HIGH one"
+    return None
+
+
+def _hint_ties(args, kwargs, expected, got):
+    if _pair_ok(expected, got) and torch.equal(got[1].cpu(), expected[1].cpu()):
+        e, g = unpack_int4(expected[0].cpu()), unpack_int4(got[0].cpu())
+        bad = e != g
+        if bad.any():
+            v = _rotated_ratio(args[0], expected[1], _block(args, kwargs))
+            if ((v - v.floor()) == 0.5)[bad].all():
+                return ("codes differ only at exact ties (x H / s = k + 0.5): round ties to the EVEN "
+                        "neighbour as torch.round does (2.5 -> 2, 3.5 -> 4), not half away from zero")
+    return None
+
+
+def _hint_zero_rows(args, kwargs, expected, got):
+    if _pair_ok(expected, got):
+        s = got[1].cpu().float()
+        if not torch.isfinite(s).all() or (s == 0).any():
+            return ("a scale is 0, NaN or Inf: an all-zero row has max|x H| = 0, and the spec gives it "
+                    "scale 1: s = where(max > 0, max / 7, 1)")
+    return None
+
+
+# ---- checks ---------------------------------------------------------------------------------
+
+def _checks():
+    seeds = (1, 2, 3)
+    c = [Check(f"{r}x96 row", _make((r, 96)), _close) for r in ODD_ROWS]
+    c += [Check("31x64 row fp16", _make((31, 64), torch.float16), _close),
+          Check("33x64 row non-contiguous", _make((33, 64), contiguous=False), _close),
+          Check("5x48 block_size 16", _make((5, 48), block_size=16), _close),
+          Check("7x192 block_size 64", _make((7, 192), block_size=64), _close),
+          Check("3x256 block_size 128", _make((3, 256), block_size=128), _close),
+          Check("33x96 tensor", _make((33, 96), granularity="tensor"), _close),
+          Check("31x64 tensor, given scale 0.05 (clips)", _make((31, 64), granularity="tensor", scale=0.05), _close),
+          Check("5x128 block (a scale per 32)", _make((5, 128), granularity="block"), _close),
+          Check("7x64 exact ties (block 16)", _make((7, 64), inputs="ties", block_size=16), _exact),
+          Check("0x32 (empty)", _make((0, 32)), _exact),
+          Check("4x0 (empty)", _make((4, 0)), _exact)]
+    # hidden: more seeds and shapes, and the edge cases
+    c += [Check(f"{r}x96 row, more seeds", _make((r, 96)), _close, seeds=seeds, hidden=True) for r in (3, 129)]
+    c += [Check("129x1024 row", _make((129, 1024)), _close, hidden=True),
+          Check("2x5x64 row (3-D)", _make((2, 5, 64)), _close, hidden=True),
+          Check("64 (1-D) row", _make((64,)), _close, hidden=True),
+          Check("1x16 block_size 16", _make((1, 16), block_size=16), _close, hidden=True),
+          Check("31x96 row fp64", _make((31, 96), torch.float64), _close, hidden=True),
+          Check("127x192 fp16 non-contiguous, block_size 64", _make((127, 192), torch.float16, contiguous=False,
+                                                                    block_size=64), _close, seeds=seeds, hidden=True),
+          Check("129x384 block_size 128 non-contiguous", _make((129, 384), contiguous=False, block_size=128),
+                _close, hidden=True),
+          Check("129x96 tensor fp16", _make((129, 96), torch.float16, granularity="tensor"), _close, hidden=True),
+          Check("33x160 block, block_size 16", _make((33, 160), granularity="block", block_size=16), _close,
+                hidden=True),
+          Check("33x256 block, block_size 128", _make((33, 256), granularity="block", block_size=128), _close,
+                hidden=True),
+          Check("5x64 row, given scale", _make((5, 64), scale=torch.tensor(0.2)), _close, hidden=True),
+          Check("5x64 block, given scale", _make((5, 64), granularity="block", scale=0.2), _close, hidden=True),
+          Check("17x64 all-zero rows", _make((17, 64), edit=_zero_rows), _close, hidden=True),
+          Check("17x64 all-zero rows, block", _make((17, 64), edit=_zero_rows, granularity="block"), _close,
+                hidden=True),
+          Check("3x32 all zero, tensor", _make((3, 32), edit=lambda x: x.zero_(), granularity="tensor"), _exact,
+                hidden=True),
+          Check("65x128 outlier channel", _make((65, 128), edit=_outlier_channel), _close, seeds=seeds, hidden=True),
+          Check("65x128 outlier channel, tensor", _make((65, 128), edit=_outlier_channel, granularity="tensor"),
+                _close, hidden=True),
+          Check("31x128 exact ties (block 16), fp16", _make((31, 128), torch.float16, inputs="ties", block_size=16),
+                _exact, seeds=seeds, hidden=True),
+          Check("31x128 exact ties (block 16), tensor", _make((31, 128), inputs="ties", block_size=16,
+                                                             granularity="tensor"), _exact, hidden=True),
+          Check("0x64 tensor (empty)", _make((0, 64), granularity="tensor"), _exact, hidden=True),
+          Check("4x0 block (empty)", _make((4, 0), granularity="block"), _exact, hidden=True)]
+    return c
+
+
+register(Slot(
+    name="hadamard_quantize", spec=hadamard_quantize_spec,
+    triton="int4lab.kernels.hadamard_quantize:hadamard_quantize",
+    validate=validate_hadamard_quantize, lesson="04", checks=_checks(),
+    hints=[_hint_structure, _hint_zero_rows, _hint_unnormalized, _hint_unrotated_scale,
+           _hint_codes_unrotated, _hint_nibbles, _hint_ties],
+    bench=Bench(make=lambda n, d: ((torch.randn(n, n, device=d, dtype=torch.bfloat16),), {}),
+                baseline=torch.clone, baseline_name="torch.clone (bf16)", sizes=(1024, 4096, 8192),
+                # read 2 bytes, write half a byte per value, plus one fp32 scale per row
+                work=lambda a, k: a[0].numel() * 2.5 + a[0].shape[0] * 4),
+))

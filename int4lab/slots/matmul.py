@@ -163,21 +163,20 @@ def _hint_codes(args, kwargs, expected, got):
     a, _, b, _ = args
     A, B = _codes(a), _codes(b)
     uA, uB = _codes(a, signed=False), _codes(b, signed=False)
+    sign = ("C matches codes read as 0..15{}: sign-extend each nibble (a nibble n >= 8 is the "
+            "code n - 16, e.g. tl.where(n >= 8, n - 16, n)) before the dot")
     candidates = [
-        (uA @ uB.T, "C matches codes read as 0..15: sign-extend each nibble (a nibble n >= 8 is "
-                    "the code n - 16, e.g. tl.where(n >= 8, n - 16, n)) before the dot"),
-        (_swap_halves(A) @ B.T, "the low and high nibbles of a are swapped relative to b's: the "
-                                "low nibble is element 2j, the high one 2j+1; pair low with low "
-                                "and high with high in BOTH operands"),
-        (A @ _swap_halves(B).T, "the low and high nibbles of b are swapped relative to a's: the "
-                                "low nibble is element 2j, the high one 2j+1; pair low with low "
-                                "and high with high in BOTH operands"),
+        (uA @ uB.T, sign.format("")),
+        (uA @ B.T, sign.format(" in a")),
+        (A @ uB.T, sign.format(" in b")),
+        # swapping the nibbles of one operand, or dotting lo with hi, give the same sum
+        (_swap_halves(A) @ B.T, "C pairs even k of one operand with odd k of the other: the low "
+                                "nibble is element 2j and the high one 2j+1 in BOTH a and b, and "
+                                "the two dots are lo·lo and hi·hi (never lo·hi)"),
         (A[:, 0::2] @ B[:, 0::2].T, "only the low nibbles (even k) are summed: add the dot of the "
                                     "high nibbles (odd k) into the same accumulator"),
         (A[:, 1::2] @ B[:, 1::2].T, "only the high nibbles (odd k) are summed: add the dot of the "
                                     "low nibbles (even k) into the same accumulator"),
-        (A[:, 0::2] @ B[:, 1::2].T + A[:, 1::2] @ B[:, 0::2].T,
-         "low nibbles are multiplied with high ones: the two dots must be lo·lo and hi·hi"),
     ]
     for acc, text in candidates:
         if _same(expected, got, _finish(acc, args, kwargs)):
@@ -198,9 +197,12 @@ def _hint_k_tail(args, kwargs, expected, got):
             continue
         acc = A[:, :2 * full] @ B[:, :2 * full].T
         if _same(expected, got, _finish(acc, args, kwargs)):
-            return (f"C is the sum over the first {full} of the {KH} packed bytes of K only: the "
-                    "loop must also run the last, partial K block (range(0, K_half, BLOCK_K)), "
-                    "with its loads masked by k < K_half and other=0")
+            what = (f"C is zero: with K/2 = {KH} bytes, less than one full K block, the K loop "
+                    "never ran" if full == 0 else
+                    f"C sums only the first {full} of the K/2 = {KH} packed bytes")
+            return (what + ": the loop must also run the last, partial K block "
+                    "(for k0 in range(0, K_half, BLOCK_K)), its loads masked by k < K_half "
+                    "with other=0")
     return None
 
 

@@ -29,6 +29,8 @@
 # kernel. If it lists a problem, it also says how to fix it.
 
 # %%
+%matplotlib inline
+# (figures appear below the cells that make them)
 import int4lab
 import torch
 import triton
@@ -72,6 +74,7 @@ ok = int4lab.doctor()
 
 # %%
 N = 1 << 20 if runtime.HAS_CUDA else (1000 if FAST else 4099)
+torch.manual_seed(0)
 x = torch.randn(N, device=runtime.DEVICE)
 y = torch.randn(N, device=runtime.DEVICE)
 
@@ -170,7 +173,8 @@ if runtime.INTERPRET:
         whoami_unmasked_kernel[(triton.cdiv(n, BLOCK),)](owner, n, BLOCK=BLOCK)
         print("no complaint (the bounds guard is off on this Triton version)")
     except Exception as e:
-        print(f"{type(e).__name__}: {e}")
+        err = e.__cause__ or e                 # Triton wraps it in an InterpreterError
+        print(f"{type(err).__name__}: {err}")
 else:
     print("On a GPU this would corrupt memory silently, so we do not run it here.")
 

@@ -9,7 +9,8 @@ HERE = Path(__file__).parent
 
 
 def files(slot=None):
-    return sorted(p for p in HERE.glob("*__*.py") if slot is None or p.name.startswith(slot + "__"))
+    return sorted(p for p in HERE.glob("*__*.py") if not p.name.startswith("__")
+                  and (slot is None or p.name.startswith(slot + "__")))
 
 
 def load(path):
