@@ -43,8 +43,10 @@ def _check(op, ptrs, mask, elem_size):
     if not ok.all():
         bad = int(addr[~ok][0])
         start, end, name = min(_ranges, key=lambda r: min(abs(bad - r[0]), abs(bad - r[1])))
-        where = (f"{(bad - end) // elem_size + 1} elements past the end of `{name}`" if bad >= end
-                 else f"{(start - bad) // elem_size} elements before the start of `{name}`")
+        n = (bad - end) // elem_size + 1 if bad >= end else (start - bad) // elem_size
+        plural = "element" if n == 1 else "elements"
+        where = (f"{n} {plural} past the end of `{name}`" if bad >= end
+                 else f"{n} {plural} before the start of `{name}`")
         raise OutOfBoundsAccess(
             f"{_kernel[0]}: a {op} touched memory outside the kernel's tensors "
             f"({int((~ok).sum())} addresses; the first is {where}). Every load and store needs a "

@@ -265,7 +265,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
     result = TrainResult(cfg.task, cfg.recipe, cfg.seed, sum(p.numel() for p in params), asdict(cfg))
 
-    step, elapsed = 0, 0.0
+    step, elapsed, losses = 0, 0.0, []  # losses: training losses since the last evaluation
     ckpt = checkpoint_path(cfg) if cfg.out_dir else None
     if cfg.resume and ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
@@ -277,7 +277,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                              f"resumed by {world}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step, elapsed = state["step"], state["elapsed"]
+        step, elapsed, losses = state["step"], state["elapsed"], state["losses"]
         for k in ("steps", "train_loss", "val_loss", "val_acc", "wall_time"):
             setattr(result, k, state["history"][k])
         set_rng_state(state["rng"][rank])
@@ -292,7 +292,6 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
         model = nn.parallel.DistributedDataParallel(model)
 
     t0 = time.perf_counter() - elapsed
-    losses = []
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress or rank != 0,
                desc=f"{cfg.task}/{cfg.recipe}", leave=False)
     while True:
@@ -330,7 +329,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                     p /= world
         bar.update(1)
         if ckpt is not None and (step % ckpt_every == 0 or step == cfg.steps):
-            save_checkpoint(ckpt, raw, optimizer, step, time.perf_counter() - t0, result, cfg, world, rank)
+            save_checkpoint(ckpt, raw, optimizer, step, time.perf_counter() - t0, losses, result, cfg, world, rank)
         if on_step is not None:
             on_step(step, raw)
     bar.close()
@@ -338,7 +337,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     return result
 
 
-def save_checkpoint(path, model, optimizer, step, elapsed, result, cfg, world, rank):
+def save_checkpoint(path, model, optimizer, step, elapsed, losses, result, cfg, world, rank):
     rngs = [rng_state()]
     if world > 1:
         rngs = [None] * world
@@ -348,7 +347,7 @@ def save_checkpoint(path, model, optimizer, step, elapsed, result, cfg, world, r
         history = {k: list(getattr(result, k)) for k in ("steps", "train_loss", "val_loss", "val_acc", "wall_time")}
         tmp = path.with_name(path.name + ".tmp")    # write-then-rename: a kill mid-save keeps the old one
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "elapsed": elapsed, "history": history, "rng": rngs, "config": asdict(cfg)}, tmp)
+                    "elapsed": elapsed, "losses": losses, "history": history, "rng": rngs, "config": asdict(cfg)}, tmp)
         os.replace(tmp, path)
 
 

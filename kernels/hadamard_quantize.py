@@ -39,9 +39,8 @@ import torch
 import triton
 import triton.language as tl
 
-from int4lab.hadamard import hadamard_matrix
+from int4lab.hadamard import hadamard_matrix, validate_hadamard_quantize
 from int4lab.quant import QMAX, _as_scale, absmax_scale
-from int4lab.slots.hadamard import validate_hadamard_quantize
 
 BLOCK_SIZES = (16, 32, 64, 128)
 QBLOCK = 32          # the spec's quantization block for granularity "block"
@@ -109,7 +108,7 @@ def hadamard_quantize_kernel(x_ptr, h_ptr, p_ptr, s_ptr, given_ptr, R, K, stride
 def hadamard_quantize(x, block_size=32, granularity="row", scale=None):
     """Launcher: validate, build H, launch one program per BLOCK_R rows (two launches for a
     dynamic per-tensor scale)."""
-    validate_hadamard_quantize(x, block_size, granularity, scale)
+    validate_hadamard_quantize(x, block_size, granularity, scale)        # the spec's checks
     if block_size not in BLOCK_SIZES:
         raise ValueError(f"block_size {block_size} is not supported by this kernel; it takes "
                          f"{', '.join(map(str, BLOCK_SIZES))}")
@@ -139,7 +138,7 @@ def hadamard_quantize(x, block_size=32, granularity="row", scale=None):
             x2, h, packed, out_scales, given if given is not None else out_scales,
             R, K, x2.stride(0), x2.stride(1),
             BLOCK_R=BLOCK_R, KP=KP, BS=block_size, QB=QBLOCK, QMAX=qmax,
-            GRANULARITY=gran, AMAX_ONLY=amax_only)
+            GRANULARITY=gran, AMAX_ONLY=amax_only, num_warps=8)
 
     if granularity == "tensor" and given is None:
         row_max = torch.empty(R, dtype=torch.float32, device=x.device)

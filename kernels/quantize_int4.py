@@ -31,9 +31,10 @@ Rounding, bit for bit with the spec:
     floor(v + 0.5) gets every exact tie with an odd floor wrong. We round with floor and an
     explicit tie rule, which means the same on the interpreter and on every GPU;
   - clamping to [-7, 7] before rounding gives the same codes as the spec's round-then-clamp.
-Stochastic rounding, q = floor(v + u) with u ~ U[0, 1), is unbiased: E[q] = v. The draws come
-from tl.rand(seed, offset) with each element's flat index as its offset, so a seed gives the
-same codes on every run and every tile size. They are not torch's draws (the spec uses a torch
+Stochastic rounding rounds up with probability frac(v), so E[q] = v (unbiased): the spec's
+floor(v + u), u ~ U[0, 1), written as floor(v) + (u < frac(v)) so that fp32 rounding of v + u
+cannot push an integer v up. The draws come from tl.rand(seed, offset) with each element's flat
+index as its offset, so a seed gives the same codes on every run and every tile size. They are not torch's draws (the spec uses a torch
 Generator), so stochastic codes agree with the spec in distribution, not bit for bit.
 """
 import math
@@ -42,8 +43,7 @@ import torch
 import triton
 import triton.language as tl
 
-from int4lab.quant import QMAX, _as_scale, absmax_scale
-from int4lab.slots.quantize import validate_quantize_int4
+from int4lab.quant import QMAX, _as_scale, absmax_scale, validate_quantize_int4
 
 TILE = 4096          # values per program: few programs for the interpreter, few registers on a GPU
 
@@ -56,6 +56,14 @@ def round_half_to_even(v):
     f_is_odd = (f - 2.0 * tl.floor(f * 0.5)) != 0.0
     up = (d > 0.5) | ((d == 0.5) & f_is_odd)
     return tl.where(up, f + 1.0, f)
+
+
+@triton.jit
+def round_stochastic(v, u):
+    """floor(v) + 1 with probability frac(v): the law of floor(v + u), u ~ U[0, 1), minus its fp32
+    rounding (in fp32, 2.0 + 0.99999997 is 3.0, so an integer v could round up)."""
+    f = tl.floor(v)
+    return tl.where(u < v - f, f + 1.0, f)
 
 
 @triton.jit
@@ -89,8 +97,8 @@ def quantize_int4_kernel(x_ptr, p_ptr, s_ptr, given_ptr,
     v_odd = tl.minimum(tl.maximum(v_odd, -QMAX * 1.0), QMAX * 1.0)
     if STOCHASTIC:
         flat = row[:, None].to(tl.int32) * K + col      # each element's own random number
-        v_even = tl.floor(v_even + tl.rand(seed, flat))
-        v_odd = tl.floor(v_odd + tl.rand(seed, flat + 1))
+        v_even = round_stochastic(v_even, tl.rand(seed, flat))
+        v_odd = round_stochastic(v_odd, tl.rand(seed, flat + 1))
     else:
         v_even = round_half_to_even(v_even)
         v_odd = round_half_to_even(v_odd)
@@ -103,7 +111,10 @@ def quantize_int4_kernel(x_ptr, p_ptr, s_ptr, given_ptr,
 
 def quantize_int4(x, granularity="row", block_size=32, rounding="nearest", seed=None, scale=None):
     """Launcher: validate, choose the groups, launch one program per BLOCK_G groups."""
-    validate_quantize_int4(x, granularity, block_size, rounding, seed, scale)
+    validate_quantize_int4(x, granularity, block_size, rounding, seed, scale)   # the spec's checks
+    if granularity == "block" and block_size % 2:
+        raise ValueError(f"block_size must be even for this kernel, got {block_size}: two codes share "
+                         "a byte, and a byte cannot straddle two scale blocks")
     qmax = QMAX[4]
     K, lead = x.shape[-1], tuple(x.shape[:-1])
     R = math.prod(lead)

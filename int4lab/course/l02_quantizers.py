@@ -250,8 +250,8 @@ def lsq_fit(x, steps=150, lr=30.0, init="absmax", qmax=7):
             s -= lr * s.grad
             s.clamp_(min=1e-6)
         s.grad = None
-        scales.append(float(s))
-        losses.append(float(loss))
+        scales.append(float(s.detach()))
+        losses.append(float(loss.detach()))
     return {"scales": scales, "losses": losses}
 
 

@@ -9,34 +9,12 @@ rotation is exact (block 16: H = +-1/4, dyadic x) are compared bit for bit, exac
 import torch
 
 from .. import compare
-from ..checks import (require_divisible, require_even_last_dim, require_finite, require_float,
-                      require_power_of_two, require_tensor)
-from ..hadamard import block_hadamard, hadamard_matrix, hadamard_quantize_spec
+from ..hadamard import block_hadamard, hadamard_matrix, hadamard_quantize_spec, validate_hadamard_quantize
 from ..packing import unpack_int4
-from ..quant import GRANULARITIES, QMAX, _as_scale, _check_choice, dequantize
+from ..quant import QMAX, dequantize
 from ..registry import Bench, Check, Mismatch, Slot, register
 from .common import ODD_ROWS, generator, noncontiguous
 
-QBLOCK = 32          # the spec quantizes granularity "block" in blocks of 32 (quantize_int4's default)
-
-
-def validate_hadamard_quantize(x, block_size=32, granularity="row", scale=None):
-    """What hadamard_quantize_spec refuses, refused before any implementation runs."""
-    require_tensor(x, "x")
-    require_float(x, "x")
-    if not isinstance(block_size, int) or isinstance(block_size, bool):
-        raise TypeError(f"block_size must be an int, got {type(block_size).__name__}")
-    require_power_of_two(block_size, "block_size")
-    if x.dim() == 0:
-        raise ValueError("x must have at least one dimension, got a 0-dim tensor")
-    require_divisible(x.shape[-1], block_size, "the last dim of x")
-    require_even_last_dim(x, "x")
-    _check_choice(granularity, GRANULARITIES, "granularity")
-    if granularity == "block":
-        require_divisible(x.shape[-1], QBLOCK, "the last dim of x (granularity 'block' has a scale per 32 values)")
-    if scale is not None:
-        _as_scale(scale)
-    require_finite(x, "x")
 
 
 # ---- inputs ---------------------------------------------------------------------------------

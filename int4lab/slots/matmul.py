@@ -163,12 +163,15 @@ def _hint_codes(args, kwargs, expected, got):
     a, _, b, _ = args
     A, B = _codes(a), _codes(b)
     uA, uB = _codes(a, signed=False), _codes(b, signed=False)
-    sign = ("C matches codes read as 0..15{}: sign-extend each nibble (a nibble n >= 8 is the "
-            "code n - 16, e.g. tl.where(n >= 8, n - 16, n)) before the dot")
+    # codes read as 0..15 in both operands, only in a, only in b; name the operand when only
+    # one of the three fits (with few or symmetric codes several can)
+    unsigned = [(uA @ uB.T, ""), (uA @ B.T, " in a"), (A @ uB.T, " in b")]
+    fits = [where for acc, where in unsigned if _same(expected, got, _finish(acc, args, kwargs))]
+    if fits:
+        return (f"C matches codes read as 0..15{fits[0] if len(fits) == 1 else ''}: sign-extend "
+                "each nibble (a nibble n >= 8 is the code n - 16, e.g. tl.where(n >= 8, n - 16, "
+                "n)) before the dot")
     candidates = [
-        (uA @ uB.T, sign.format("")),
-        (uA @ B.T, sign.format(" in a")),
-        (A @ uB.T, sign.format(" in b")),
         # swapping the nibbles of one operand, or dotting lo with hi, give the same sum
         (_swap_halves(A) @ B.T, "C pairs even k of one operand with odd k of the other: the low "
                                 "nibble is element 2j and the high one 2j+1 in BOTH a and b, and "

@@ -10,42 +10,12 @@ import math
 import torch
 
 from .. import compare
-from ..checks import (require_divisible, require_even_last_dim, require_finite, require_float,
-                      require_tensor)
 from ..packing import unpack_int4
-from ..quant import GRANULARITIES, QMAX, ROUNDINGS, _as_scale, _check_choice, dequantize, quantize_int4_spec
+from ..quant import QMAX, dequantize, quantize_int4_spec, validate_quantize_int4
 from ..registry import Bench, Check, Mismatch, Slot, register
 from .common import ODD_ROWS, generator, noncontiguous
 
 Z_MAX = 7.0          # a correlation this many standard deviations out fails (p ~ 1e-11 per pair)
-
-
-def validate_quantize_int4(x, granularity="row", block_size=32, rounding="nearest", seed=None, scale=None):
-    """What quantize_int4_spec refuses, refused before any implementation runs.
-
-    One rule more than the spec: with granularity "block", block_size must be even, since two
-    codes share a byte and a byte cannot belong to two scale blocks.
-    """
-    require_tensor(x, "x")
-    require_even_last_dim(x, "x")
-    require_float(x, "x")
-    _check_choice(granularity, GRANULARITIES, "granularity")
-    _check_choice(rounding, ROUNDINGS, "rounding")
-    if granularity == "block":
-        if not isinstance(block_size, int) or isinstance(block_size, bool):
-            raise TypeError(f"block_size must be an int, got {type(block_size).__name__}")
-        require_divisible(x.shape[-1], block_size, "the last dim of x")
-        if block_size % 2:
-            raise ValueError(f"block_size must be even, got {block_size}: two INT4 codes share a "
-                             "byte, so a byte would straddle two scale blocks")
-    if scale is not None:
-        _as_scale(scale)
-    if rounding == "stochastic" and seed is not None:
-        try:
-            int(seed)
-        except (TypeError, ValueError):
-            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}") from None
-    require_finite(x, "x")
 
 
 # ---- inputs ---------------------------------------------------------------------------------
@@ -154,7 +124,12 @@ def _stochastic(expected, got, args, kwargs):
     v = _ratio_v(x, expected[1]).double()
     q = unpack_int4(got[0].cpu()).double()
     lo, hi = torch.floor(v), torch.ceil(v)
-    bad = (q != lo) & (q != hi)
+    # floor(v + u) in fp32 can round an integer v up when u is within 2**-23 of 1 (2.0 + 0.99999997
+    # is 3.0): about 1e-7 per integer value, so allow a handful of those and no more
+    fp32_up = (v == lo) & (q == lo + 1) & (lo + 1 <= QMAX[4])
+    bad = (q != lo) & (q != hi) & ~fp32_up
+    if int(fp32_up.sum()) > 2 + 1e-4 * int((v == lo).sum()):
+        bad = bad | fp32_up
     if bad.any():
         idx = tuple(bad.nonzero()[0].tolist())
         return Mismatch(f"codes: {int(bad.sum())} of {bad.numel()} are neither the floor nor the ceil "
@@ -319,7 +294,7 @@ def _checks():
           Check("127x34 stochastic", _make((127, 34), rounding="stochastic", seed=1), _stochastic)]
     # hidden: more seeds and shapes, and the edge cases
     c += [Check(f"{r}x34 row, more seeds", _make((r, 34)), _exact, seeds=seeds, hidden=True) for r in (3, 129)]
-    c += [Check("129x2050 row", _make((129, 2050)), _exact, hidden=True),
+    c += [Check("9x2050 row", _make((9, 2050)), _exact, hidden=True),
           Check("5x7x66 row (3-D)", _make((5, 7, 66)), _exact, hidden=True),
           Check("1x2 row", _make((1, 2)), _exact, hidden=True),
           Check("66 (1-D) row", _make((66,)), _exact, hidden=True),

@@ -36,8 +36,8 @@ print("kernels run:", runtime.describe())
 # −8 instead of +8, so the patterns `0000`…`0111` are 0…7 and `1000`…`1111` are −8…−1. The range
 # is lopsided: −8 exists, +8 does not.
 #
-# Why two's complement? Addition and multiplication are the same circuits as for unsigned
-# numbers, which is what integer hardware (and tensor cores) implement.
+# Why two's complement? It has a single zero, and adding, subtracting and multiplying (keeping
+# the low bits) work exactly as for unsigned numbers: the integer hardware is the same.
 
 # %%
 print(" bits  unsigned  INT4")

@@ -1,0 +1,416 @@
+# %% [markdown]
+# # Lesson 02 · Quantizers
+#
+# Lesson 01 turned real numbers into INT4 codes with one scale and round-to-nearest. That is a
+# *quantizer*, and its three design choices decide whether 4-bit training works at all:
+#
+# - **which values share a scale** (the whole tensor, a row, or a block of a row);
+# - **how to round** (to the nearest level, or stochastically);
+# - **where the scale comes from** (the largest value, or *learned* like a weight: LSQ).
+#
+# The method of this course, *Training Transformers with 4-bit Integers* (Xi, Li, Chen, Zhu,
+# NeurIPS 2023), uses one learned scale per tensor (LSQ) in the forward pass and stochastic
+# rounding for the gradients. This lesson shows why, with plots you can play with, and ends with
+# a kernel that quantizes and packs in one pass: the first half of every INT4 layer.
+#
+# **By the end of this lesson you can**
+# 1. quantize with one scale per tensor, per row or per block, and say what each costs in
+#    storage and what one outlier does to each;
+# 2. explain why round-to-nearest is biased (worst for values under half a step) and why
+#    stochastic rounding is unbiased but noisier;
+# 3. describe LSQ: its initial scale `2·mean|x|/√Q_P`, the straight-through estimator with its
+#    clipping mask, and its scaled step-size gradient;
+# 4. write `quantize_int4`, a Triton kernel that finds each group's scale, rounds (either way)
+#    and packs two codes per byte.
+
+# %%
+%matplotlib inline
+import int4lab
+import torch
+
+from int4lab import runtime
+from int4lab.course import l02_quantizers as l02
+from int4lab.packing import unpack_int4
+from int4lab.quant import (QMAX, LSQQuantizer, dequantize, lsq_grad_scale, lsq_init_scale,
+                           lsq_quantize, quantize, quantize_int4_spec)
+from int4lab.widgets import interactive_plot
+
+FAST = runtime.FAST            # CI runs the lessons with INT4LAB_FAST=1: small sizes
+DEVICE = runtime.DEVICE
+print(runtime.describe())
+
+# %% [markdown]
+# ## 1. One quantizer, three granularities
+#
+# The symmetric quantizer of the paper: with a step size (scale) `s` and `Q_N = Q_P = 7`,
+#
+# $$\text{int}(x) = \text{round}\big(\text{clamp}(x / s,\; -Q_N,\; Q_P)\big), \qquad \hat x = s \cdot \text{int}(x).$$
+#
+# (The paper's released code clamps to `[-8, 7]`; the course keeps the symmetric `[-7, 7]` of its
+# text, so that `-x` always quantizes to `-int(x)`.) The dynamic choice of scale is
+# `s = max|x| / 7`: the largest value lands exactly on the last level. The question is *max over
+# what*. `int4lab.quant.quantize` offers three groups:
+#
+# | granularity | one scale per | scales' shape for `x` of shape `(R, K)` |
+# |---|---|---|
+# | `"tensor"` | the whole tensor | `()` |
+# | `"row"` | row (a token of activations, an output channel of a weight) | `(R, 1)` |
+# | `"block"` | `block_size` consecutive values of a row | `(R, K / block_size)` |
+
+# %%
+x = torch.tensor([[0.1, -0.4, 0.2, 3.5, -0.3, 0.05, 0.6, -0.2],
+                  [0.02, 0.01, -0.03, 0.04, 0.0, -0.01, 0.02, 0.03]])
+for gran in ("tensor", "row", "block"):
+    codes, scales = quantize(x, bits=4, granularity=gran, block_size=4)
+    err = (dequantize(codes, scales) - x).abs().max()
+    print(f"{gran:6}  scales {str(tuple(scales.shape)):7} = {scales.flatten().numpy().round(4)}")
+    print(f"        codes {codes.tolist()}   max error {err:.4f}")
+
+# %% [markdown]
+# Look at the second row. Per tensor, its step is `3.5 / 7 = 0.5` (set by the 3.5 in row 0), so all
+# its values (at most 0.04) round to zero: the row is gone. Per row it keeps all its
+# information. Per block, even row 0's small values away from the 3.5 get a fine step.
+#
+# Finer groups cost storage: an fp32 scale per group adds `32 / group` bits per value (per block
+# of 32: 5 bits per value instead of 4). They also cost in the matrix product, and this decides
+# what a GEMM can use (lesson 03): in `Y = X Wᵀ` the sum runs over the columns `k`, so a scale
+# can be pulled out of the integer sum only if it does not depend on `k`: **one scale per row of
+# X and one per row of W work; a scale per column (channel) of X does not.** Per block along `k`
+# works only if the kernel rescales a partial sum per block.
+
+# %% [markdown]
+# ### Outliers
+#
+# Activations of transformers are not nice Gaussians: a few *channels* (columns of `X`) carry
+# values 10 to 100 times larger than the rest, in every token. Here is a `64 × 256` matrix with
+# two such channels (37 and 200). The left plot shows the error of the *ordinary* channels as
+# the outliers grow; the right plot, the error of every channel for one setting.
+
+# %%
+l02.granularity_figure(outlier=20.0, block_size=32)
+
+# %% [markdown]
+# Per tensor, a ×20 outlier leaves the ordinary values 3 of the 15 levels: their error is as
+# large as the values themselves. Per row hardly helps, because the outlier *channels* are in
+# every row. Per block confines the damage to the two blocks that contain an outlier channel,
+# at 5 bits per value. Move the sliders: how small must the block be before the outliers stop
+# mattering? What does a block of 256 (= the row) give?
+
+# %%
+interactive_plot(l02.granularity_figure, outlier=(1.0, 100.0, 1.0, 20.0),
+                 block_size=[32, 8, 16, 64, 128, 256]);
+
+# %% [markdown]
+# The paper measured this (its Table 4, BERT fine-tuned on CoLA, 4-bit): per-tensor, per-token
+# and per-channel quantizers all scored **0** (training failed), a learned scale (LSQ, section 3)
+# scored 37.3, and the Hadamard quantizer of lesson 04, which *spreads* each outlier over a block
+# before quantizing, 54.2 (full precision: about 56.9).
+
+# %% [markdown]
+# ## 2. Rounding: nearest or stochastic
+#
+# Round-to-nearest (RTN) is the best you can do for *one* value: the error is at most half a
+# step. But it is **biased**: the expected error `E[round(v)] − v` is not zero, and it is the
+# same every time you round the same value. Stochastic rounding (SR) rounds `v` up with
+# probability equal to its fractional part `f = v − ⌊v⌋`:
+#
+# $$\text{SR}(v) = \lfloor v + u \rfloor, \quad u \sim U[0, 1) \qquad\Rightarrow\qquad E[\text{SR}(v)] = \lfloor v\rfloor + f = v .$$
+#
+# Unbiased, at the price of variance `f(1 − f)` (in units of `s²`). Both are in the library:
+# `quantize(..., rounding="stochastic", generator=...)`. The plot below rounds values from 0.01
+# to 3 steps, many times each:
+
+# %%
+l02.rounding_figure(samples=4000 if FAST else 20000)
+
+# %% [markdown]
+# For values under half a step, RTN always gives 0: a **−100 % bias**. That is exactly where
+# gradients live. Gradients of a transformer are dominated by a few large entries (lesson 06):
+# with one scale per tensor, the step is set by the largest one, and the bulk of the gradient is
+# a fraction of a step. Round it to nearest and it vanishes, every step, in the same direction.
+# Stochastic rounding keeps it *on average*, and training averages over many steps:
+
+# %%
+for ratio in (0.05, 0.2, 0.45, 1.5):
+    r = l02.small_values_sum(ratio=ratio, n=4096, trials=10 if FAST else 40)
+    print(f"small values of mean {ratio:4} steps: true sum {r['true']:8.1f} | "
+          f"RTN {r['nearest']['mean']:8.1f} | SR {r['stochastic']['mean']:8.1f} "
+          f"± {r['stochastic']['std']:.1f} (spread over draws)")
+
+# %% [markdown]
+# That is why the paper quantizes the *forward* pass with round-to-nearest (lowest error per
+# value) and uses stochastic rounding in the *backward* pass (the bit splitting of lesson 06
+# rounds the residual of the gradient stochastically).
+
+# %% [markdown]
+# ## 3. LSQ: learn the step size
+#
+# `s = max|x| / 7` lets one outlier dictate the step. The alternative: **clip** the outliers and
+# spend the levels on the bulk. Which clipping is best depends on the loss, so LSQ (Esser et al.,
+# *Learned Step Size Quantization*, ICLR 2020), which the paper uses for its forward quantizer,
+# makes `s` a parameter and learns it by gradient descent with the rest of the network:
+#
+# $$\hat x = s \cdot \text{round}\big(\text{clamp}(x/s, -Q_N, Q_P)\big)$$
+#
+# - **Forward:** as above, one learned scale per tensor.
+# - **Backward to `x`: the straight-through estimator (STE).** `round` has zero derivative
+#   almost everywhere, so the STE pretends it is the identity: `∂x̂/∂x = 1` where `x` was not
+#   clipped and `0` where it was (the clipping mask `I_X`: clipped values cannot move `x̂`).
+# - **Backward to `s`:** `∂x̂/∂s = round(v) − v` inside the range (`v = x/s`), and `±Q_P` where
+#   clipped. Clipped values push `s` up, rounded ones push it either way.
+# - **Gradient scale:** the step-size gradient sums over every element, so it is multiplied by
+#   `g = 1/√(numel · Q_P)` to keep its updates in proportion to the weights' updates.
+# - **Initial scale:** `s = 2·mean|x| / √Q_P` from the first batch. Training from scratch, the
+#   paper resets `s` to this value at every step for the first few iterations, then learns it.
+#
+# All of it is in `int4lab.quant`: `lsq_init_scale`, `lsq_quantize` (an autograd function) and
+# the module `LSQQuantizer`. The forward and both gradients, for a scale `s = 1`:
+
+# %%
+l02.lsq_staircase_figure()
+
+# %% [markdown]
+# Check the gradients that `lsq_quantize` returns against the formulas above:
+
+# %%
+g = torch.Generator().manual_seed(0)
+xs = torch.randn(1000, generator=g) * 2
+xs.requires_grad_(True)
+s = torch.tensor(0.5, requires_grad=True)
+upstream = torch.randn(1000, generator=g)            # some dL/dx_hat from the layers above
+lsq_quantize(xs, s).backward(upstream)
+
+v = xs.detach() / s.detach()
+mask = (v >= -7) & (v <= 7)                          # I_X: not clipped
+step_term = torch.where(mask, torch.round(v) - v, torch.sign(v) * 7)
+print("values clipped:          ", int((~mask).sum()), "of", v.numel())
+print("dL/dx == upstream * mask:", torch.equal(xs.grad, upstream * mask))
+print("dL/ds:", f"{float(s.grad):.5f}", "by hand:",
+      f"{float((upstream * step_term).sum() * lsq_grad_scale(v.numel(), 7)):.5f}")
+print("LSQ init 2 mean|x|/sqrt(7):", f"{float(lsq_init_scale(xs)):.3f}",
+      "| absmax max|x|/7:", f"{float(xs.detach().abs().max() / 7):.3f}")
+
+# %% [markdown]
+# Now let LSQ learn. A stand-in for training: 4096 values ~ N(0, 1), 8 of them multiplied by
+# an outlier factor, and plain SGD on the mean squared error `‖x̂ − x‖²/n` (in a network the loss
+# would be the task's loss). Starting from the absmax scale, the learned `s` shrinks until
+# clipping the outliers costs as much as it saves on the bulk:
+
+# %%
+l02.lsq_figure(outlier=10.0, lr=30.0, steps=60 if FAST else 150)
+
+# %% [markdown]
+# The LSQ initial value `2·mean|x|/√7` is already close to the best scale for Gaussian data.
+# Try the sliders: with outliers ×30 and more, the curve has two valleys (clip the outliers, or
+# keep them and lose the bulk), and gradient descent finds the nearest one. No single scale
+# serves both, which is the Hadamard quantizer's motivation (lesson 04).
+
+# %%
+interactive_plot(l02.lsq_figure, outlier=(1.0, 50.0, 1.0, 10.0), lr=(1.0, 60.0, 1.0, 30.0));
+
+# %% [markdown]
+# `LSQQuantizer` packs it as a module with the paper's warm-up. One training step is one call in
+# training mode:
+
+# %%
+q = LSQQuantizer(bits=4, warmup_steps=3)
+for step in range(5):
+    batch = torch.randn(256, generator=g) * (1 + step)        # the data drifts
+    out = q(batch)
+    print(f"step {step}: scale {float(q.scale):.3f}   2 mean|x|/sqrt(7) = "
+          f"{float(lsq_init_scale(batch)):.3f}   {'(warm-up: reset)' if step < 3 else '(learned: kept)'}")
+
+# %% [markdown]
+# ## 4. Your kernel: `quantize_int4`
+#
+# Every INT4 layer starts by quantizing its inputs and packing the codes two per byte (lesson
+# 01). Done as three passes (max, divide and round, pack), it would read and write the tensor
+# three times; quantizing is memory-bound, so the kernel does it in one.
+#
+# **The contract** (`int4lab.quantize_int4`, spec `int4lab.quant.quantize_int4_spec`):
+#
+# ```
+# quantize_int4(x, granularity="row", block_size=32, rounding="nearest", seed=None, scale=None)
+#     -> (packed uint8 of shape (..., K/2), fp32 scales)
+# ```
+#
+# - `x`: float, shape `(..., K)` with `K` even; `granularity` as in section 1 (scales of shape
+#   `()`, `x.shape[:-1] + (1,)` or `x.shape[:-1] + (K / block_size,)`);
+# - codes `round(clamp(x / s, -7, 7))`, with `s = max|x| / 7` per group (`1.0` for an all-zero
+#   group), or the given per-tensor `scale` (a number or a 0-dim tensor: then values beyond `7s`
+#   are clipped, as LSQ's);
+# - `rounding="nearest"` must match `torch.round` bit for bit: ties go to the **even**
+#   neighbour (`2.5 → 2`, `3.5 → 4`, `-2.5 → -2`). `"stochastic"`: `floor(v + u)` with `u` from
+#   `tl.rand(seed, offsets)`; your random numbers are not torch's, so these codes are checked in
+#   distribution (unbiased, right spread), not bit for bit;
+# - packing as `pack_int4`: code `2j` in the low nibble of byte `j`, code `2j+1` in the high one.
+#
+# **A plan.** See `x` as `R = x.numel() / K` rows of `K`. A *group* is a row (`L = K` values)
+# or a block (`L = block_size` values); groups are contiguous, `nb` per row. Run **one program
+# per group**. Like `pack_int4`, load the group as pairs: the even elements and the odd elements
+# with two strided loads, so codes `2j` and `2j+1` sit side by side and packing is one OR. The
+# max of a group is `tl.max` over both halves. A per-tensor max needs the whole tensor, which no
+# single program sees: compute it with torch in the launcher (`s = max|x| / 7`, the same fp32
+# division as the spec) and pass it to the kernel like a given scale.
+#
+# Two fine points: `tl.rand(seed, offsets)` needs a distinct offset per element (its flat index
+# will do), and on a GPU `a / b` in Triton is an approximate division: `tl.math.div_rn(a, b)` is
+# the correctly rounded one that the spec (torch) uses. In the interpreter both are exact.
+#
+# One program per group is the simplest plan, and correct. (The library's kernel gives each
+# program several groups as one 2-D tile: fewer, bigger programs, which the interpreter runs
+# faster; `int4lab.reveal("quantize_int4")` shows it once you are done.)
+
+# %% exercise=quantize_int4
+%%exercise quantize_int4
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def quantize_int4_kernel(x_ptr, p_ptr, s_ptr, given_ptr, K, L, nb, seed,
+                         HALF: tl.constexpr, GIVEN_SCALE: tl.constexpr,
+                         STOCHASTIC: tl.constexpr):
+    # One program per group. Group g is block b of row r: the L values x[r, b*L : (b+1)*L]
+    # of the contiguous (R, K) input (L = K and nb = 1 per row; L = block_size per block).
+    # TODO 1: g = tl.program_id(axis=0); r = g // nb; b = g % nb. The pair index
+    #         j = tl.arange(0, HALF): pair j is columns b*L + 2j (even) and b*L + 2j + 1 (odd).
+    #         mask = 2 * j < L (HALF is L/2 rounded up to a power of two).
+    # TODO 2: load the even and the odd values of the group (masked, other=0.0) as float32.
+    # TODO 3: the scale s. With GIVEN_SCALE, load it from given_ptr (one value). Otherwise
+    #         s = max|x| of the group / 7 (tl.max of tl.abs over both halves; 1.0 when the max
+    #         is 0). Store s at s_ptr + g.
+    # TODO 4: v = x / s, clamped to [-7, 7]. Then round: with STOCHASTIC, floor(v + u) where
+    #         u = tl.rand(seed, offsets), offsets distinct per element (e.g. r * K + column);
+    #         else round half to EVEN like torch.round (floor(v + 0.5) is wrong on exact ties
+    #         whose floor is odd: 2.5 must give 2, -2.5 must give -2).
+    # TODO 5: pack: (even code & 0xF) | ((odd code & 0xF) << 4), computed in int32 and stored
+    #         as uint8 at p_ptr + r * (K // 2) + b * (L // 2) + j (masked).
+    pass
+
+
+def quantize_int4(x, granularity="row", block_size=32, rounding="nearest", seed=None, scale=None):
+    """x (..., K) float -> (packed (..., K/2) uint8, fp32 scales), as quantize_int4_spec."""
+    # TODO 1: K = x.shape[-1]; R = x.shape[:-1].numel() (the number of rows, also when K is 0);
+    #         x2 = x.reshape(R, K).float().contiguous().
+    #         Groups: L = K, nb = 1 for "row" and "tensor"; L = block_size, nb = K // block_size
+    #         for "block".
+    # TODO 2: a given scale as a 1-element fp32 tensor: float(scale) if scale is not None; for
+    #         "tensor" without one, s = x2.abs().amax() / 7 with torch (1.0 when that max is 0
+    #         or x is empty).
+    # TODO 3: allocate packed = torch.empty(x.shape[:-1] + (K // 2,), dtype=torch.uint8) and
+    #         scales = torch.ones(R * nb, dtype=torch.float32) (on x.device). For stochastic
+    #         rounding with seed None, draw one: int(torch.randint(0, 2**31 - 1, ())).
+    # TODO 4: when R * nb > 0 and K > 0, launch quantize_int4_kernel on R * nb programs with
+    #         HALF = triton.next_power_of_2(L) // 2 (pass the scales as given_ptr too when there
+    #         is no given scale: it is then never read).
+    # TODO 5: return packed and the scales in the spec's shape: the 0-dim given scale for
+    #         "tensor", scales.reshape(x.shape[:-1] + (nb,)) otherwise.
+    raise NotImplementedError("quantize_int4: fill in the kernel and the launcher above")
+
+# %%
+report = int4lab.unlock("quantize_int4")
+
+# %% [markdown]
+# Whatever happened above, the rest of the lesson runs: `int4lab.quantize_int4` dispatches to
+# your kernel if it unlocked, else to the library's (on a GPU) or the spec (on a CPU), and
+# `int4lab.last_ran` says which. First, does it agree with the spec, granularity by granularity?
+
+# %%
+if runtime.HAS_CUDA:
+    rows, K = 4096, 4096
+else:                          # the interpreter runs a kernel as Python: small sizes
+    rows, K = (8, 256) if FAST else (64, 1024)
+xq = l02.outlier_activations(rows, K, outlier=20.0, channels=(37, 200)).to(DEVICE)
+for gran in ("tensor", "row", "block"):
+    packed, scales = int4lab.quantize_int4(xq, granularity=gran, block_size=32)
+    ran = int4lab.last_ran("quantize_int4")
+    p_ref, s_ref = quantize_int4_spec(xq, granularity=gran, block_size=32)
+    x_hat = dequantize(unpack_int4(packed), scales)
+    rel = float((x_hat - xq).norm() / xq.norm())
+    print(f"{gran:6} ran {ran:8} | same bytes and scales as the spec: "
+          f"{torch.equal(packed, p_ref) and torch.equal(scales, s_ref)} | "
+          f"relative error {rel:.3f} | scales {tuple(scales.shape)}")
+
+# %% [markdown]
+# And stochastic rounding: the average of many stochastic quantizations (different seeds)
+# should approach `x` itself, while round-to-nearest stays where it is.
+
+# %%
+g = torch.Generator().manual_seed(1)
+xs_small = torch.rand(4, 64, generator=g) * 0.2     # tiny next to the step s = 1 that...
+xs_small[:, 0] = 7.0                                # ...this value sets in every row (7 / 7)
+xs_small = xs_small.to(DEVICE)
+n_draws = 16 if FAST else 200
+acc = torch.zeros_like(xs_small)
+for seed in range(n_draws):
+    packed, scales = int4lab.quantize_int4(xs_small, granularity="row", rounding="stochastic",
+                                           seed=seed)
+    acc += dequantize(unpack_int4(packed), scales)
+p_rtn, s_rtn = int4lab.quantize_int4(xs_small, granularity="row")
+x_rtn = dequantize(unpack_int4(p_rtn), s_rtn)
+print("ran:", int4lab.last_ran("quantize_int4"))
+print(f"mean of the small values:        {float(xs_small[:, 1:].mean()):.4f}")
+print(f"after RTN:                       {float(x_rtn[:, 1:].mean()):.4f}")
+print(f"after SR, mean of {n_draws:3} draws:      {float((acc / n_draws)[:, 1:].mean()):.4f}")
+
+# %% [markdown]
+# On a GPU, `bench` times your kernel and the library's against a PyTorch baseline in GB/s
+# (quantizing is memory-bound: what counts is bytes read and written). On a CPU it checks
+# correctness only.
+
+# %%
+result = int4lab.bench("quantize_int4")
+
+# %%
+int4lab.progress();
+
+# %% [markdown]
+# ## Check your understanding
+#
+# 1. `X` is `(tokens, channels)` and `W` is `(out, channels)` in `Y = X Wᵀ`. Which of these
+#    scales can be applied *after* an integer GEMM of the codes: per row of `X`, per column of
+#    `X`, per row of `W`, one per tensor?
+# 2. Per block of 32 with fp32 scales, how many bits does each value cost? And per row of 4096?
+# 3. A gradient value is 0.3 steps. What does round-to-nearest give, every time? What does
+#    stochastic rounding give, with which probabilities, and what is its mean and variance?
+# 4. In LSQ, why does a clipped value contribute `±Q_P` to `∂x̂/∂s` but nothing to `∂x̂/∂x`?
+# 5. Why does the LSQ gradient of `s` get multiplied by `1/√(numel · Q_P)`?
+# 6. Your kernel uses `tl.floor(v + 0.5)`. Which values of `v` does it get wrong, and how would
+#    `unlock` notice?
+
+# %% [markdown] solution
+# **Answers**
+#
+# 1. Per row of `X`, per row of `W` and per tensor: `Y[m, n] = Σ_k s_m q_X[m,k] · t_n q_W[n,k]
+#    = s_m t_n Σ_k q_X[m,k] q_W[n,k]`, the scales leave the sum. A scale per column `k` of `X`
+#    sits inside the sum over `k`, so it cannot be pulled out of an integer GEMM.
+# 2. `4 + 32/32 = 5` bits; `4 + 32/4096 ≈ 4.008` bits.
+# 3. RTN gives 0, always (a bias of −0.3 steps). SR gives 1 with probability 0.3 and 0 with
+#    probability 0.7: mean 0.3 (unbiased), variance `0.3 · 0.7 = 0.21` steps².
+# 4. A clipped value's `x̂` is `±Q_P · s`: it does not change when `x` moves a little (so the STE
+#    passes no gradient to `x`), but it grows with `s` at the rate `±Q_P`.
+# 5. `∂L/∂s` is a sum over every element of the tensor, so it grows with the tensor's size and
+#    with the number of levels; the factor keeps the step-size updates on the scale of the
+#    weight updates (Esser et al.), so one learning rate suits both.
+# 6. Exact ties `k + 0.5` with `k` odd (e.g. 1.5 is fine, 2.5 gives 3 instead of 2; −2.5 gives
+#    −2, fine, but −1.5 gives −1 instead of −2). Values such as `x / s = 2.5` occur whenever an
+#    input is an exact multiple of half a step; the checks compare bytes exactly, so those
+#    elements fail.
+
+# %% [markdown]
+# ## Summary
+#
+# - A scale group trades storage and GEMM compatibility against error: per tensor is free but
+#   one outlier ruins it; per row does not help against outlier *channels*; per block confines
+#   them at 5 bits per value. The paper keeps one scale per tensor and fixes the outliers
+#   another way (lesson 04).
+# - Round-to-nearest is biased, totally for values under half a step; stochastic rounding is
+#   unbiased with variance `f(1 − f)`. Forward: RTN; gradients: SR.
+# - LSQ learns the scale: init `2·mean|x|/√Q_P`, the STE with the clipping mask, a step-size
+#   gradient scaled by `1/√(numel · Q_P)`.
+# - `quantize_int4` quantizes and packs in one pass, one program per group.
+#
+# **Next: lesson 03, the INT4 GEMM.** Multiply two packed INT4 matrices with integer dot
+# products, exactly, on tensor cores that have no INT4 mode.
