@@ -60,7 +60,7 @@ def round_half_to_even(v):
 @triton.jit
 def hadamard_quantize_kernel(x_ptr, h_ptr, p_ptr, s_ptr, given_ptr, R, K, stride_r, stride_c,
                              BLOCK_R: tl.constexpr, KP: tl.constexpr, BS: tl.constexpr,
-                             QB: tl.constexpr, QMAX: tl.constexpr, GRANULARITY: tl.constexpr,
+                             QB: tl.constexpr, QP: tl.constexpr, GRANULARITY: tl.constexpr,
                              AMAX_ONLY: tl.constexpr):
     # GRANULARITY: 0 = a scale per row, 1 = per QB values, 2 = the given per-tensor scale
     pid = tl.program_id(axis=0)
@@ -84,7 +84,7 @@ def hadamard_quantize_kernel(x_ptr, h_ptr, p_ptr, s_ptr, given_ptr, R, K, stride
         if GRANULARITY == 1:                         # a scale per QB values: a 3-D view
             y3 = tl.reshape(y, (BLOCK_R, KP // QB, QB))
             amax = tl.max(tl.abs(y3), axis=2)
-            s = tl.where(amax > 0.0, tl.math.div_rn(amax, QMAX * 1.0), 1.0)
+            s = tl.where(amax > 0.0, tl.math.div_rn(amax, QP * 1.0), 1.0)
             qb = tl.arange(0, KP // QB)
             tl.store(s_ptr + rows64[:, None] * (K // QB) + qb[None, :], s,
                      mask=row_ok[:, None] & (qb < K // QB)[None, :])
@@ -92,12 +92,12 @@ def hadamard_quantize_kernel(x_ptr, h_ptr, p_ptr, s_ptr, given_ptr, R, K, stride
         else:
             if GRANULARITY == 0:                     # a scale per row
                 amax = tl.max(tl.abs(y), axis=1)
-                s = tl.where(amax > 0.0, tl.math.div_rn(amax, QMAX * 1.0), 1.0)
+                s = tl.where(amax > 0.0, tl.math.div_rn(amax, QP * 1.0), 1.0)
                 tl.store(s_ptr + rows, s, mask=row_ok)
             else:                                    # every row reads the one given scale
                 s = tl.load(given_ptr + 0 * rows, mask=row_ok, other=1.0)
             v = tl.math.div_rn(y, s[:, None])
-        v = round_half_to_even(tl.minimum(tl.maximum(v, -QMAX * 1.0), QMAX * 1.0))  # clamp, round
+        v = round_half_to_even(tl.minimum(tl.maximum(v, -QP * 1.0), QP * 1.0))  # clamp, round
         even, odd = tl.split(tl.reshape(v.to(tl.int32), (BLOCK_R, KP // 2, 2)))
         j = tl.arange(0, KP // 2)
         out = p_ptr + rows64[:, None] * (K // 2) + j[None, :]
@@ -137,7 +137,7 @@ def hadamard_quantize(x, block_size=32, granularity="row", scale=None):
         hadamard_quantize_kernel[grid](
             x2, h, packed, out_scales, given if given is not None else out_scales,
             R, K, x2.stride(0), x2.stride(1),
-            BLOCK_R=BLOCK_R, KP=KP, BS=block_size, QB=QBLOCK, QMAX=qmax,
+            BLOCK_R=BLOCK_R, KP=KP, BS=block_size, QB=QBLOCK, QP=qmax,
             GRANULARITY=gran, AMAX_ONLY=amax_only, num_warps=8)
 
     if granularity == "tensor" and given is None:

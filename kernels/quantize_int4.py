@@ -34,8 +34,9 @@ Rounding, bit for bit with the spec:
 Stochastic rounding rounds up with probability frac(v), so E[q] = v (unbiased): the spec's
 floor(v + u), u ~ U[0, 1), written as floor(v) + (u < frac(v)) so that fp32 rounding of v + u
 cannot push an integer v up. The draws come from tl.rand(seed, offset) with each element's flat
-index as its offset, so a seed gives the same codes on every run and every tile size. They are not torch's draws (the spec uses a torch
-Generator), so stochastic codes agree with the spec in distribution, not bit for bit.
+index as its offset, so a seed gives the same codes on every run and every tile size. They
+are not torch's draws (the spec uses a torch Generator), so stochastic codes agree with the
+spec in distribution, not bit for bit.
 """
 import math
 
@@ -69,7 +70,7 @@ def round_stochastic(v, u):
 @triton.jit
 def quantize_int4_kernel(x_ptr, p_ptr, s_ptr, given_ptr,
                          n_groups, nb, L, K, stride_r, stride_c, seed,
-                         BLOCK_G: tl.constexpr, HALF: tl.constexpr, QMAX: tl.constexpr,
+                         BLOCK_G: tl.constexpr, HALF: tl.constexpr, QP: tl.constexpr,
                          GIVEN_SCALE: tl.constexpr, STORE_SCALES: tl.constexpr,
                          STOCHASTIC: tl.constexpr):
     pid = tl.program_id(axis=0)
@@ -87,14 +88,14 @@ def quantize_int4_kernel(x_ptr, p_ptr, s_ptr, given_ptr,
         s = tl.load(given_ptr + 0 * g, mask=g_ok, other=1.0)     # every group reads the one scale
     else:
         amax = tl.maximum(tl.max(tl.abs(x_even), axis=1), tl.max(tl.abs(x_odd), axis=1))
-        s = tl.where(amax > 0.0, tl.math.div_rn(amax, QMAX * 1.0), 1.0)
+        s = tl.where(amax > 0.0, tl.math.div_rn(amax, QP * 1.0), 1.0)
     if STORE_SCALES:
         tl.store(s_ptr + g, s, mask=g_ok)
 
     v_even = tl.math.div_rn(x_even, s[:, None])
     v_odd = tl.math.div_rn(x_odd, s[:, None])
-    v_even = tl.minimum(tl.maximum(v_even, -QMAX * 1.0), QMAX * 1.0)
-    v_odd = tl.minimum(tl.maximum(v_odd, -QMAX * 1.0), QMAX * 1.0)
+    v_even = tl.minimum(tl.maximum(v_even, -QP * 1.0), QP * 1.0)
+    v_odd = tl.minimum(tl.maximum(v_odd, -QP * 1.0), QP * 1.0)
     if STOCHASTIC:
         flat = row[:, None].to(tl.int32) * K + col      # each element's own random number
         v_even = round_stochastic(v_even, tl.rand(seed, flat))
@@ -157,7 +158,7 @@ def quantize_int4(x, granularity="row", block_size=32, rounding="nearest", seed=
         x2, packed, scales, given if given is not None else scales,
         n_groups, nb, L, K, x2.stride(0), x2.stride(1),
         seed,
-        BLOCK_G=BLOCK_G, HALF=LP // 2, QMAX=qmax,
+        BLOCK_G=BLOCK_G, HALF=LP // 2, QP=qmax,
         GIVEN_SCALE=given is not None, STORE_SCALES=granularity != "tensor",
         STOCHASTIC=rounding == "stochastic")
     return packed, scales

@@ -1,7 +1,6 @@
 """Lesson 03's helpers (int4lab/course/l03_gemm.py): bounds, tiles, roofline, GEMM error."""
 import pytest
 import torch
-from matplotlib.figure import Figure
 
 from int4lab.course import l03_gemm as l03
 from int4lab.packing import pack_int4

@@ -36,7 +36,7 @@ def test_committed_without_outputs(path):
 def test_readme_lists_every_lesson():
     readme = (ROOT / "README.md").read_text()
     table = readme.split("<!-- lessons:begin -->")[1].split("<!-- lessons:end -->")[0]
-    listed = re.findall(r"lessons/(\d\d_[\w-]+\.ipynb)", table)
+    listed = re.findall(r"\(lessons/(\d\d_[\w-]+\.ipynb)\)", table)
     listed = sorted(set(listed))
     assert listed == [p.name for p in PATHS]
 

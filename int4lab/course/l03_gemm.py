@@ -13,7 +13,7 @@ import math
 import torch
 
 from ..packing import pack_int4
-from ..quant import QMAX, int4_matmul_spec, quantize
+from ..quant import int4_matmul_spec, quantize
 
 # Dense peaks of an H200 SXM (same tensor cores as an H100 SXM), and its memory bandwidth.
 H200 = {"bf16_tflops": 989.0, "int8_tops": 1979.0, "hbm_tbs": 4.8}
