@@ -26,7 +26,7 @@ def main(argv=None):
         from .train import main as train_main
         return train_main(rest)
     if command == "bench":
-        from .bench import main as bench_main
+        from .benchsuite import main as bench_main
         return bench_main(rest)
     if command == "grade":
         from .grade import main as grade_main

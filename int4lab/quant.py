@@ -166,6 +166,9 @@ def validate_quantize_int4(x, granularity="row", block_size=32, rounding="neares
     _check_choice(rounding, ROUNDINGS, "rounding")
     if granularity == "block" and (block_size <= 0 or x.shape[-1] % block_size):
         raise ValueError(f"last dim ({x.shape[-1]}) is not a multiple of block_size {block_size}")
+    if granularity == "block" and block_size % 2:
+        # a block must cover whole bytes: two INT4 codes share one byte
+        raise ValueError(f"block_size must be even for packed INT4 (two codes per byte), got {block_size}")
     if scale is not None:
         _as_scale(scale)
 

@@ -49,7 +49,7 @@ class TrainConfig:
     min_lr: float = 3e-4          # cosine decays to here
     warmup_steps: int = 30
     weight_decay: float = 0.1     # on matrices only; never on biases, norms or quantizer scales
-    grad_clip: float = 1.0        # 0 disables clipping (the norm is still checked for NaN/Inf)
+    grad_clip: float = 1.0        # max gradient norm; 0 disables clipping
     eval_every: int = 50
     eval_batches: int = 8         # text: eval_batches * batch_size fixed validation windows
     seed: int = 0
@@ -313,12 +313,15 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
         _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         loss_value = loss.detach()
         if world > 1:  # log the global batch's loss, and stop every rank together on NaN
             dist.all_reduce(loss_value)
             loss_value /= world
+        # check before clipping: clipping by a NaN norm would spread the NaN to every gradient
+        grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
         check_finite(raw, loss_value.item(), grad_norm.item(), step, x, y)
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         losses.append(loss_value.item())
         optimizer.step()
         step += 1

@@ -35,9 +35,9 @@ Randomness: lo's noise is u - 1/2 with u from tl.rand4x(seed, offset), offset = 
 byte's flat index n * C/2 + j: a counter-based generator (Philox) that returns four independent
 uniforms per offset, two of which serve elements 2j and 2j + 1 (one Philox call per byte, half
 the cost of two tl.rand calls). The same seed gives the same codes, every element gets its own
-draw, and no state is kept between programs. The spec draws its noise
-with torch.rand, so lo matches the spec in distribution (each code is the floor or the ceil of
-the exact residual, rounded up with probability equal to its fractional part), not bit for bit.
+draw, and no state is kept between programs. The spec draws its noise with torch.rand, so lo
+matches the spec in distribution (each code is the floor or the ceil of the exact residual,
+rounded up with probability equal to its fractional part), not bit for bit.
 """
 import torch
 import triton

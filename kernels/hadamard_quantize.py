@@ -133,12 +133,12 @@ def hadamard_quantize(x, block_size=32, granularity="row", scale=None):
     BLOCK_R = max(16 * block_size // KP, 1, min(TILE // KP, triton.next_power_of_2(R)))
     grid = (triton.cdiv(R, BLOCK_R),)
 
-    def launch(out_scales, gran, amax_only):
+    def launch(out_scales, gran, amax_only):        # 8 warps: H (up to 128 x 128 fp32) and the
         hadamard_quantize_kernel[grid](
             x2, h, packed, out_scales, given if given is not None else out_scales,
             R, K, x2.stride(0), x2.stride(1),
             BLOCK_R=BLOCK_R, KP=KP, BS=block_size, QB=QBLOCK, QP=qmax,
-            GRANULARITY=gran, AMAX_ONLY=amax_only, num_warps=8)
+            GRANULARITY=gran, AMAX_ONLY=amax_only, num_warps=8)    # tile share the registers
 
     if granularity == "tensor" and given is None:
         row_max = torch.empty(R, dtype=torch.float32, device=x.device)

@@ -113,9 +113,6 @@ def quantize_int4_kernel(x_ptr, p_ptr, s_ptr, given_ptr,
 def quantize_int4(x, granularity="row", block_size=32, rounding="nearest", seed=None, scale=None):
     """Launcher: validate, choose the groups, launch one program per BLOCK_G groups."""
     validate_quantize_int4(x, granularity, block_size, rounding, seed, scale)   # the spec's checks
-    if granularity == "block" and block_size % 2:
-        raise ValueError(f"block_size must be even for this kernel, got {block_size}: two codes share "
-                         "a byte, and a byte cannot straddle two scale blocks")
     qmax = QMAX[4]
     K, lead = x.shape[-1], tuple(x.shape[:-1])
     R = math.prod(lead)

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from int4lab import bench
+from int4lab import benchsuite as bench
 
 
 @pytest.fixture(scope="module")

@@ -216,7 +216,8 @@ def test_lss_gather_sampling_keeps_each_row_with_probability_p():
         kept, kept_other, index, weight = lss_gather(codes, p.to(DEVICE), seed=seed, other=other)
         index = index.cpu()
         assert index.dtype == torch.int64 and (index[1:] > index[:-1]).all()
-        assert torch.equal(kept.cpu(), codes.cpu()[index]) and torch.equal(kept_other.cpu(), other.cpu()[index])
+        assert torch.equal(kept.cpu(), codes.cpu()[index])
+        assert torch.equal(kept_other.cpu(), other.cpu()[index])
         assert torch.equal(weight.cpu(), 1.0 / p[index])
         counts[index] += 1
         est_sum += (x[index] * weight.cpu().double()[:, None]).sum(0)
@@ -398,10 +399,14 @@ def test_bench_definitions():
 @pytest.mark.skipif(not ON_GPU, reason="compiled Triton needs a GPU")
 def test_gpu_large_shapes_match_the_spec():
     g = sparse_grad(4096, 4096, dtype=torch.bfloat16)
-    got, want = bit_split(g, seed=0), bit_split_spec(g, seed=0)
-    assert torch.equal(got[2], want[2]) and torch.equal(got[3], want[3])
-    # the spec on CUDA divides by 14 as a product with fl(1/14): rare near-ties may differ
-    assert (got[0] != want[0]).float().mean() < 1e-5
+    got = [t.cpu() for t in bit_split(g, seed=0)]
+    # against the spec on the CPU, where v / 14 is a true division. (On CUDA torch computes a
+    # tensor divided by a python number as a product with fl(1/14), which moves exact ties,
+    # frequent with bf16 inputs: about 4e-5 of the codes here.)
+    want = bit_split_spec(g.cpu(), seed=0)
+    assert all(torch.equal(got[i], want[i]) for i in (0, 2, 3))
+    _, _, r = _split_reference(g)
+    assert _lo_stochastic(r, unpack_int4(got[1])) is None
     codes = packed_rows(65536, 2048)
     codes[32768:] = 0
     assert all(torch.equal(a, b) for a, b in zip(lss_gather(codes)[::2], lss_gather_spec(codes)[::2]))

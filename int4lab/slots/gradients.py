@@ -331,7 +331,8 @@ def _compare_lss_sample(codes, p, other, got):
         if wrong.any():
             i = int(wrong.nonzero()[0])
             return Mismatch(f"row {i} has p = {value:g} but was {'dropped' if must else 'kept'}: rows "
-                            f"with p = 0 are never kept, rows with p = 1 always (keep when u < p, u in [0, 1))",
+                            "with p = 0 are never kept, rows with p = 1 always (keep when u < p, "
+                            "u in [0, 1))",
                             index=(i,))
     # keep frequencies, by bands of p
     for a, b in ((0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0)):

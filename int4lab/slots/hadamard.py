@@ -193,8 +193,8 @@ def _hint_codes_unrotated(args, kwargs, expected, got):
 
 def _hint_nibbles(args, kwargs, expected, got):
     if _pair_ok(expected, got):
-        p = got[0].cpu()
-        if not torch.equal(p, expected[0].cpu()) and torch.equal(((p & 0x0F) << 4) | (p >> 4), expected[0].cpu()):
+        p, e = got[0].cpu(), expected[0].cpu()
+        if not torch.equal(p, e) and torch.equal(((p & 0x0F) << 4) | (p >> 4), e):
             return "the two nibbles are swapped: code 2j goes in the LOW nibble, code 2j+1 in the HIGH one"
     return None
 
@@ -222,53 +222,53 @@ def _hint_zero_rows(args, kwargs, expected, got):
 
 # ---- checks ---------------------------------------------------------------------------------
 
+def _c(name, shape, compare=_close, seeds=(0,), **kw):
+    return Check(name, _make(shape, **kw), compare, seeds=seeds)
+
+
 def _checks():
-    seeds = (1, 2, 3)
-    c = [Check(f"{r}x96 row", _make((r, 96)), _close) for r in ODD_ROWS]
-    c += [Check("31x64 row fp16", _make((31, 64), torch.float16), _close),
-          Check("33x64 row non-contiguous", _make((33, 64), contiguous=False), _close),
-          Check("5x48 block_size 16", _make((5, 48), block_size=16), _close),
-          Check("7x192 block_size 64", _make((7, 192), block_size=64), _close),
-          Check("3x256 block_size 128", _make((3, 256), block_size=128), _close),
-          Check("33x96 tensor", _make((33, 96), granularity="tensor"), _close),
-          Check("31x64 tensor, given scale 0.05 (clips)", _make((31, 64), granularity="tensor", scale=0.05), _close),
-          Check("5x128 block (a scale per 32)", _make((5, 128), granularity="block"), _close),
-          Check("7x64 exact ties (block 16)", _make((7, 64), inputs="ties", block_size=16), _exact),
-          Check("0x32 (empty)", _make((0, 32)), _exact),
-          Check("4x0 (empty)", _make((4, 0)), _exact)]
+    f16, f64, more = torch.float16, torch.float64, (1, 2, 3)
+    blk, ten = dict(granularity="block"), dict(granularity="tensor")
+    visible = [_c(f"{r}x96 row", (r, 96)) for r in ODD_ROWS] + [
+        _c("31x64 row fp16", (31, 64), dtype=f16),
+        _c("33x64 row non-contiguous", (33, 64), contiguous=False),
+        _c("5x48 block_size 16", (5, 48), block_size=16),
+        _c("7x192 block_size 64", (7, 192), block_size=64),
+        _c("3x256 block_size 128", (3, 256), block_size=128),
+        _c("33x96 tensor", (33, 96), **ten),
+        _c("31x64 tensor, given scale 0.05 (clips)", (31, 64), scale=0.05, **ten),
+        _c("5x128 block (a scale per 32)", (5, 128), **blk),
+        _c("7x64 exact ties (block 16)", (7, 64), _exact, inputs="ties", block_size=16),
+        _c("0x32 (empty)", (0, 32), _exact),
+        _c("4x0 (empty)", (4, 0), _exact)]
     # hidden: more seeds and shapes, and the edge cases
-    c += [Check(f"{r}x96 row, more seeds", _make((r, 96)), _close, seeds=seeds, hidden=True) for r in (3, 129)]
-    c += [Check("129x1024 row", _make((129, 1024)), _close, hidden=True),
-          Check("2x5x64 row (3-D)", _make((2, 5, 64)), _close, hidden=True),
-          Check("64 (1-D) row", _make((64,)), _close, hidden=True),
-          Check("1x16 block_size 16", _make((1, 16), block_size=16), _close, hidden=True),
-          Check("31x96 row fp64", _make((31, 96), torch.float64), _close, hidden=True),
-          Check("127x192 fp16 non-contiguous, block_size 64", _make((127, 192), torch.float16, contiguous=False,
-                                                                    block_size=64), _close, seeds=seeds, hidden=True),
-          Check("129x384 block_size 128 non-contiguous", _make((129, 384), contiguous=False, block_size=128),
-                _close, hidden=True),
-          Check("129x96 tensor fp16", _make((129, 96), torch.float16, granularity="tensor"), _close, hidden=True),
-          Check("33x160 block, block_size 16", _make((33, 160), granularity="block", block_size=16), _close,
-                hidden=True),
-          Check("33x256 block, block_size 128", _make((33, 256), granularity="block", block_size=128), _close,
-                hidden=True),
-          Check("5x64 row, given scale", _make((5, 64), scale=torch.tensor(0.2)), _close, hidden=True),
-          Check("5x64 block, given scale", _make((5, 64), granularity="block", scale=0.2), _close, hidden=True),
-          Check("17x64 all-zero rows", _make((17, 64), edit=_zero_rows), _close, hidden=True),
-          Check("17x64 all-zero rows, block", _make((17, 64), edit=_zero_rows, granularity="block"), _close,
-                hidden=True),
-          Check("3x32 all zero, tensor", _make((3, 32), edit=lambda x: x.zero_(), granularity="tensor"), _exact,
-                hidden=True),
-          Check("65x128 outlier channel", _make((65, 128), edit=_outlier_channel), _close, seeds=seeds, hidden=True),
-          Check("65x128 outlier channel, tensor", _make((65, 128), edit=_outlier_channel, granularity="tensor"),
-                _close, hidden=True),
-          Check("31x128 exact ties (block 16), fp16", _make((31, 128), torch.float16, inputs="ties", block_size=16),
-                _exact, seeds=seeds, hidden=True),
-          Check("31x128 exact ties (block 16), tensor", _make((31, 128), inputs="ties", block_size=16,
-                                                             granularity="tensor"), _exact, hidden=True),
-          Check("0x64 tensor (empty)", _make((0, 64), granularity="tensor"), _exact, hidden=True),
-          Check("4x0 block (empty)", _make((4, 0), granularity="block"), _exact, hidden=True)]
-    return c
+    hidden = [_c(f"{r}x96 row, more seeds", (r, 96), seeds=more) for r in (3, 129)] + [
+        _c("129x1024 row", (129, 1024)),
+        _c("2x5x64 row (3-D)", (2, 5, 64)),
+        _c("64 (1-D) row", (64,)),
+        _c("1x16 block_size 16", (1, 16), block_size=16),
+        _c("31x96 row fp64", (31, 96), dtype=f64),
+        _c("127x192 fp16 non-contiguous, block_size 64", (127, 192), dtype=f16, contiguous=False, block_size=64,
+           seeds=more),
+        _c("129x384 block_size 128 non-contiguous", (129, 384), contiguous=False, block_size=128),
+        _c("129x96 tensor fp16", (129, 96), dtype=f16, **ten),
+        _c("33x160 block, block_size 16", (33, 160), block_size=16, **blk),
+        _c("33x256 block, block_size 128", (33, 256), block_size=128, **blk),
+        _c("5x64 row, given scale", (5, 64), scale=torch.tensor(0.2)),
+        _c("5x64 block, given scale", (5, 64), scale=0.2, **blk),
+        _c("17x64 all-zero rows", (17, 64), edit=_zero_rows),
+        _c("17x64 all-zero rows, block", (17, 64), edit=_zero_rows, **blk),
+        _c("3x32 all zero, tensor", (3, 32), _exact, edit=lambda x: x.zero_(), **ten),
+        _c("65x128 outlier channel", (65, 128), edit=_outlier_channel, seeds=more),
+        _c("65x128 outlier channel, tensor", (65, 128), edit=_outlier_channel, **ten),
+        _c("31x128 exact ties (block 16), fp16", (31, 128), _exact, dtype=f16, inputs="ties", block_size=16,
+           seeds=more),
+        _c("31x128 exact ties (block 16), tensor", (31, 128), _exact, inputs="ties", block_size=16, **ten),
+        _c("0x64 tensor (empty)", (0, 64), _exact, **ten),
+        _c("4x0 block (empty)", (4, 0), _exact, **blk)]
+    for check in hidden:
+        check.hidden = True
+    return visible + hidden
 
 
 register(Slot(

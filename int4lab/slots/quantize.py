@@ -147,7 +147,8 @@ def _stochastic(expected, got, args, kwargs):
             if torch.equal(q[rnd], f(v)[rnd]):
                 return Mismatch(f"with rounding='stochastic' the codes are not random: all {n} values x / s "
                                 f"that are not integers were {name}. Round up with probability "
-                                "frac(x / s): floor(x / s + u), u uniform in [0, 1) from tl.rand(seed, offsets)")
+                                "frac(x / s): floor(x / s + u), u uniform in [0, 1) from "
+                                "tl.rand(seed, offsets)")
     K = x.shape[-1]
     ok = ((p >= 0.1) & (p <= 0.9)).reshape(-1, K).double()
     r = torch.where(ok > 0, (q - v).reshape(-1, K) / var.reshape(-1, K).clamp_min(1e-12).sqrt(),
@@ -200,8 +201,8 @@ def _hint_structure(args, kwargs, expected, got):
 
 def _hint_nibbles(args, kwargs, expected, got):
     if _pair_ok(expected, got):
-        p = got[0].cpu()
-        if not torch.equal(p, expected[0].cpu()) and torch.equal(((p & 0x0F) << 4) | (p >> 4), expected[0].cpu()):
+        p, e = got[0].cpu(), expected[0].cpu()
+        if not torch.equal(p, e) and torch.equal(((p & 0x0F) << 4) | (p >> 4), e):
             return "the two nibbles are swapped: code 2j goes in the LOW nibble, code 2j+1 in the HIGH one"
     return None
 
@@ -275,66 +276,62 @@ def _hint_clamp(args, kwargs, expected, got):
 
 # ---- checks ---------------------------------------------------------------------------------
 
+def _c(name, shape, compare=_exact, hidden=False, seeds=(0,), **kw):
+    return Check(name, _make(shape, **kw), compare, seeds=seeds, hidden=hidden)
+
+
 def _checks():
-    seeds = (1, 2, 3)
-    c = [Check(f"{r}x34 row", _make((r, 34)), _exact) for r in ODD_ROWS]
-    c += [Check("3x130 row", _make((3, 130)), _exact),
-          Check("31x66 row fp16", _make((31, 66), torch.float16), _exact),
-          Check("31x66 row non-contiguous", _make((31, 66), contiguous=False), _exact),
-          Check("33x64 block 32", _make((33, 64), granularity="block", block_size=32), _exact),
-          Check("5x96 block 16 fp16", _make((5, 96), torch.float16, granularity="block", block_size=16), _exact),
-          Check("129x34 tensor", _make((129, 34), granularity="tensor"), _exact),
-          Check("31x66 tensor, given scale 0.05 (clips)", _make((31, 66), granularity="tensor", scale=0.05), _exact),
-          Check("3x34 row, given scale", _make((3, 34), scale=torch.tensor(0.3)), _exact),
-          Check("7x64 exact ties (x / s = k + 0.5)", _make((7, 64), inputs="grid"), _exact),
-          Check("0x8 (empty)", _make((0, 8)), _exact),
-          Check("4x0 (empty) block", _make((4, 0), granularity="block"), _exact),
-          Check("65x64 stochastic, x / s = k + 1/4", _make((65, 64), inputs="grid", frac=0.25,
-                                                          rounding="stochastic", seed=0), _stochastic),
-          Check("127x34 stochastic", _make((127, 34), rounding="stochastic", seed=1), _stochastic)]
+    f16, f64, more = torch.float16, torch.float64, (1, 2, 3)
+    blk, ten, sto = dict(granularity="block"), dict(granularity="tensor"), dict(rounding="stochastic")
+    visible = [_c(f"{r}x34 row", (r, 34)) for r in ODD_ROWS] + [
+        _c("3x130 row", (3, 130)),
+        _c("31x66 row fp16", (31, 66), dtype=f16),
+        _c("31x66 row non-contiguous", (31, 66), contiguous=False),
+        _c("33x64 block 32", (33, 64), **blk),
+        _c("5x96 block 16 fp16", (5, 96), dtype=f16, block_size=16, **blk),
+        _c("129x34 tensor", (129, 34), **ten),
+        _c("31x66 tensor, given scale 0.05 (clips)", (31, 66), scale=0.05, **ten),
+        _c("3x34 row, given scale", (3, 34), scale=torch.tensor(0.3)),
+        _c("7x64 exact ties (x / s = k + 0.5)", (7, 64), inputs="grid"),
+        _c("0x8 (empty)", (0, 8)),
+        _c("4x0 (empty) block", (4, 0), **blk),
+        _c("65x64 stochastic, x / s = k + 1/4", (65, 64), _stochastic, inputs="grid", frac=0.25, seed=0, **sto),
+        _c("127x34 stochastic", (127, 34), _stochastic, seed=1, **sto)]
     # hidden: more seeds and shapes, and the edge cases
-    c += [Check(f"{r}x34 row, more seeds", _make((r, 34)), _exact, seeds=seeds, hidden=True) for r in (3, 129)]
-    c += [Check("9x2050 row", _make((9, 2050)), _exact, hidden=True),
-          Check("5x7x66 row (3-D)", _make((5, 7, 66)), _exact, hidden=True),
-          Check("1x2 row", _make((1, 2)), _exact, hidden=True),
-          Check("66 (1-D) row", _make((66,)), _exact, hidden=True),
-          Check("31x66 row fp64", _make((31, 66), torch.float64), _exact, hidden=True),
-          Check("127x96 fp16 non-contiguous", _make((127, 96), torch.float16, contiguous=False), _exact,
-                seeds=seeds, hidden=True),
-          Check("2x3x64 block 16 (3-D)", _make((2, 3, 64), granularity="block", block_size=16), _exact, hidden=True),
-          Check("3x36 block 6", _make((3, 36), granularity="block", block_size=6), _exact, hidden=True),
-          Check("129x128 block 128 non-contiguous", _make((129, 128), granularity="block", block_size=128,
-                                                          contiguous=False), _exact, hidden=True),
-          Check("5x2 block 2", _make((5, 2), granularity="block", block_size=2), _exact, hidden=True),
-          Check("3x8194 tensor", _make((3, 8194), granularity="tensor"), _exact, hidden=True),
-          Check("127x34 tensor fp16 non-contiguous", _make((127, 34), torch.float16, contiguous=False,
-                                                           granularity="tensor"), _exact, hidden=True),
-          Check("0x8 tensor (empty)", _make((0, 8), granularity="tensor"), _exact, hidden=True),
-          Check("4x0 row (empty)", _make((4, 0)), _exact, hidden=True),
-          Check("33x64 block, given scale 0.05", _make((33, 64), granularity="block", scale=0.05), _exact, hidden=True),
-          Check("17x34 all-zero rows", _make((17, 34), edit=_zero_rows), _exact, hidden=True),
-          Check("17x64 all-zero rows, block", _make((17, 64), edit=_zero_rows, granularity="block"), _exact, hidden=True),
-          Check("4x6 all zero, tensor", _make((4, 6), edit=lambda x: x.zero_(), granularity="tensor"), _exact,
-                hidden=True),
-          Check("9x66 one huge outlier", _make((9, 66), edit=_outlier), _exact, hidden=True),
-          Check("9x66 one huge outlier, tensor", _make((9, 66), edit=_outlier, granularity="tensor"), _exact, hidden=True),
-          Check("31x128 exact ties, fp16", _make((31, 128), torch.float16, inputs="grid"), _exact,
-                seeds=seeds, hidden=True),
-          Check("31x128 exact ties, block 32", _make((31, 128), inputs="grid", granularity="block"), _exact, hidden=True),
-          Check("31x128 exact ties, tensor", _make((31, 128), inputs="grid", granularity="tensor"), _exact, hidden=True),
-          Check("65x128 stochastic, x / s = k + 1/4, more seeds",
-                _make((65, 128), inputs="grid", frac=0.25, rounding="stochastic", seed=5), _stochastic,
-                seeds=seeds, hidden=True),
-          Check("64x64 stochastic, x / s = k + 1/2, tensor",
-                _make((64, 64), inputs="grid", frac=0.5, rounding="stochastic", seed=6, granularity="tensor"),
-                _stochastic, hidden=True),
-          Check("33x96 stochastic block 32", _make((33, 96), rounding="stochastic", seed=7, granularity="block"),
-                _stochastic, seeds=seeds, hidden=True),
-          Check("31x66 stochastic, given scale 0.05", _make((31, 66), rounding="stochastic", seed=8, scale=0.05),
-                _stochastic, hidden=True),
-          Check("5x7x66 stochastic fp16 (3-D)", _make((5, 7, 66), torch.float16, rounding="stochastic", seed=9),
-                _stochastic, hidden=True)]
-    return c
+    hidden = [_c(f"{r}x34 row, more seeds", (r, 34), seeds=more) for r in (3, 129)] + [
+        _c("9x2050 row", (9, 2050)),
+        _c("5x7x66 row (3-D)", (5, 7, 66)),
+        _c("1x2 row", (1, 2)),
+        _c("66 (1-D) row", (66,)),
+        _c("31x66 row fp64", (31, 66), dtype=f64),
+        _c("127x96 fp16 non-contiguous", (127, 96), dtype=f16, contiguous=False, seeds=more),
+        _c("2x3x64 block 16 (3-D)", (2, 3, 64), block_size=16, **blk),
+        _c("3x36 block 6", (3, 36), block_size=6, **blk),
+        _c("129x128 block 128 non-contiguous", (129, 128), block_size=128, contiguous=False, **blk),
+        _c("5x2 block 2", (5, 2), block_size=2, **blk),
+        _c("3x8194 tensor", (3, 8194), **ten),
+        _c("127x34 tensor fp16 non-contiguous", (127, 34), dtype=f16, contiguous=False, **ten),
+        _c("0x8 tensor (empty)", (0, 8), **ten),
+        _c("4x0 row (empty)", (4, 0)),
+        _c("33x64 block, given scale 0.05", (33, 64), scale=0.05, **blk),
+        _c("17x34 all-zero rows", (17, 34), edit=_zero_rows),
+        _c("17x64 all-zero rows, block", (17, 64), edit=_zero_rows, **blk),
+        _c("4x6 all zero, tensor", (4, 6), edit=lambda x: x.zero_(), **ten),
+        _c("9x66 one huge outlier", (9, 66), edit=_outlier),
+        _c("9x66 one huge outlier, tensor", (9, 66), edit=_outlier, **ten),
+        _c("31x128 exact ties, fp16", (31, 128), dtype=f16, inputs="grid", seeds=more),
+        _c("31x128 exact ties, block 32", (31, 128), inputs="grid", **blk),
+        _c("31x128 exact ties, tensor", (31, 128), inputs="grid", **ten),
+        _c("65x128 stochastic, x / s = k + 1/4, more seeds", (65, 128), _stochastic, inputs="grid", frac=0.25,
+           seed=5, seeds=more, **sto),
+        _c("64x64 stochastic, x / s = k + 1/2, tensor", (64, 64), _stochastic, inputs="grid", frac=0.5, seed=6,
+           **ten, **sto),
+        _c("33x96 stochastic block 32", (33, 96), _stochastic, seed=7, seeds=more, **blk, **sto),
+        _c("31x66 stochastic, given scale 0.05", (31, 66), _stochastic, seed=8, scale=0.05, **sto),
+        _c("5x7x66 stochastic fp16 (3-D)", (5, 7, 66), _stochastic, dtype=f16, seed=9, **sto)]
+    for check in hidden:
+        check.hidden = True
+    return visible + hidden
 
 
 register(Slot(

@@ -38,8 +38,10 @@ def bit_split_kernel(g_ptr, hi_ptr, lo_ptr, N, C, stride_n, stride_c, seed,
     lo_e = tl.minimum(tl.maximum(_round_half_even(ve - 14.0 * hi_e + u_e - 0.5), -6.0), 6.0)
     lo_o = tl.minimum(tl.maximum(_round_half_even(vo - 14.0 * hi_o + u_o - 0.5), -6.0), 6.0)
     out = rows[:, None] * n_bytes + byts[None, :]
-    tl.store(hi_ptr + out, ((hi_e.to(tl.int32) & 0xF) | ((hi_o.to(tl.int32) & 0xF) << 4)).to(tl.uint8), mask=mask)
-    tl.store(lo_ptr + out, ((lo_e.to(tl.int32) & 0xF) | ((lo_o.to(tl.int32) & 0xF) << 4)).to(tl.uint8), mask=mask)
+    hi_byte = (hi_e.to(tl.int32) & 0xF) | ((hi_o.to(tl.int32) & 0xF) << 4)
+    lo_byte = (lo_e.to(tl.int32) & 0xF) | ((lo_o.to(tl.int32) & 0xF) << 4)
+    tl.store(hi_ptr + out, hi_byte.to(tl.uint8), mask=mask)
+    tl.store(lo_ptr + out, lo_byte.to(tl.uint8), mask=mask)
 
 
 def bit_split(g, seed=None):
