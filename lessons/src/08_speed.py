@@ -1,0 +1,229 @@
+# %% [markdown]
+# # Lesson 08 · Speed: what INT4 buys on a real GPU
+#
+# The earlier lessons built INT4 training kernel by kernel and checked every one against a
+# PyTorch spec. This lesson asks the question the whole method exists for: **is it faster?**
+# *Training Transformers with 4-bit Integers* (Xi, Li, Chen, Zhu, NeurIPS 2023) reports "up to
+# 2.2×" for its INT4 operators and a 35.1% shorter training wall time on a large model. We will
+# see where those numbers come from, what the GPUs a learner can rent today (H100, H200) allow,
+# and how to measure honestly.
+#
+# **By the end of this lesson you can**
+# 1. place any GEMM on a roofline and say whether memory or compute bounds it;
+# 2. explain why INT4 on Hopper is capped at 2× bf16, and where the paper's 2.2× came from;
+# 3. split a linear layer's training step into its three GEMMs and its memory-bound quantize
+#    passes, and say why the gains only appear at hidden sizes of 4096 and more;
+# 4. run the course's benchmark suite (`int4lab bench`) and read its results, or know why a
+#    CPU cannot produce any.
+
+# %%
+import int4lab
+from int4lab import runtime
+from int4lab.course import l08_speed as l08
+from int4lab.widgets import interactive_plot
+
+%matplotlib inline
+
+FAST = runtime.FAST            # CI runs the lessons with INT4LAB_FAST=1
+GPU = runtime.HAS_CUDA and not runtime.INTERPRET
+print("kernels run:", runtime.describe())
+
+# %% [markdown]
+# ## 1. Two ceilings: compute and memory
+#
+# A GPU kernel is limited by one of two things: how fast the tensor cores multiply, or how fast
+# the memory (HBM) delivers the operands. The **roofline** puts both on one chart. Its x-axis is
+# the **arithmetic intensity**: FLOPs done per byte moved to or from HBM. A kernel can go no
+# faster than `min(peak, bandwidth × intensity)`.
+#
+# The numbers for an H100/H200 SXM (Hopper), dense, from the vendor's sheet:
+#
+# | | peak | ridge point (peak / 4.8 TB/s) |
+# |---|---|---|
+# | bf16 tensor cores | 989 TFLOP/s | 206 FLOP/byte |
+# | int8 tensor cores | 1979 TOPS | 412 FLOP/byte |
+# | FP8 tensor cores | 1979 TFLOP/s | 412 FLOP/byte |
+# | **INT4 tensor cores** | **none** | |
+# | HBM3e (H200) | 4.8 TB/s | |
+#
+# Peaks are not what you get. On a workplace H200, a bf16 8192³ `torch.matmul` measured about
+# 770–790 TFLOP/s (about 80% of the peak) and a device-to-device copy about 4.3 TB/s; the
+# dashed line of the plot is that measured machine.
+#
+# A square GEMM of side `n` does `2n³` FLOPs and moves at least its three matrices once:
+# `(2·b + 2)·n²` bytes for `b` bytes per input value (bf16 `b = 2`, int8 `b = 1`, packed INT4
+# `b = ½`) and a bf16 output. Intensity grows like `n`: small GEMMs are memory-bound, large ones
+# compute-bound. Slide the size and switch the kind.
+
+# %%
+l08.roofline_figure(log2_size=12, kind="int4-packed")
+
+# %%
+interactive_plot(l08.roofline_figure, log2_size=(6, 14, 1, 9), kind=list(l08.KINDS));
+
+# %% [markdown]
+# What the chart says:
+#
+# - **Below about 1024³ every GEMM is memory-bound**, and there, fewer bytes per value is
+#   everything: packed INT4 moves a quarter of bf16's bytes, and its attainable throughput is
+#   higher at the same size.
+# - **Above the ridge, the peak is all that counts.** Hopper has no INT4 tensor cores: the
+#   course's INT4 GEMM (lesson 03) holds its values in int8 registers and runs them on the INT8
+#   tensor cores. Its ceiling is INT8's, **1979 / 989 = 2× bf16**, however the values are packed.
+# - **The paper's 2.2×** came from an RTX 3090 (Ampere), which *has* INT4 tensor cores:
+#   568 dense INT4 TOPS against 142 FP16 TFLOP/s, a 4× ceiling, of which its operators reached
+#   up to 2.2× over CUTLASS FP16 GEMMs. A100 and RTX 4090 also have INT4 tensor cores;
+#   H100/H200 and Blackwell do not (lesson 09 looks at what Blackwell offers instead).
+
+# %% [markdown]
+# ## 2. Where a linear layer's time goes
+#
+# One training step of a linear layer `Y = X Wᵀ` (X: tokens × D, W: C × D) is three GEMMs of
+# the same size, `2·tokens·D·C` FLOPs each:
+#
+# | | product | bf16 | INT4 method |
+# |---|---|---|---|
+# | forward | `Y = X Wᵀ` | bf16 GEMM | HQ: `int(XH)·int(WH)ᵀ` (lesson 04) |
+# | input gradient | `∇X = ∇Y W` | bf16 GEMM | bit-split `∇Y` × `Ŵ` (lesson 06) |
+# | weight gradient | `∇W = ∇Yᵀ X` | bf16 GEMM | bit-split, sampled `∇Y` × `X̂` (lesson 06) |
+#
+# The INT4 version halves the GEMMs at best (INT8 cores), but adds work bf16 does not have:
+# rotating and quantizing `X` and `W`, bit-splitting `∇Y`, computing the leverage scores.
+# These passes do a handful of FLOPs per value: they are **memory-bound**, their time is bytes
+# divided by bandwidth. The GEMMs grow like `tokens·D·C`, the passes like `tokens·D`: the
+# bigger the layer, the smaller their share.
+#
+# `l08.linear_time_model` turns this into numbers for a square `hidden × hidden` layer on an
+# H200: GEMMs at the measured 79% of their peak, passes at the measured 4.3 TB/s, and a
+# parameter for the passes' traffic in bytes per element of X, W and ∇Y. A fused kernel (the
+# course's `hadamard_quantize` reads bf16 and writes packed codes) moves about 3 bytes; a chain
+# of separate elementwise kernels (rotate, scale, round, pack, transpose, each reading and
+# writing a full tensor) easily 20 or more. **This is a model, not a measurement**: it assumes
+# every GEMM runs at the same efficiency and ignores kernel launch latency, both of which hurt
+# small layers more.
+
+# %%
+l08.linear_breakdown_figure(quant_bytes=24)
+
+# %%
+interactive_plot(l08.linear_breakdown_figure, quant_bytes=(0.0, 48.0, 1.0, 24.0));
+
+# %% [markdown]
+# With unfused passes (24 bytes per element), the model lands on the trend the paper measured
+# on 8× A100 with a BERT-like model (black bars): **25–28% slower at hidden 2560, about even at
+# 4096, a 35.1% shorter wall time at 8960** (its abstract: 17.8% on average for large enough
+# models). The match is partly luck (the paper's numbers are whole-model training on other
+# hardware), but the mechanism is the one above: at small hidden sizes the quantize passes eat
+# the GEMM savings. Slide the traffic to 3 bytes (fused kernels): the model then gains at every
+# size, and the gain creeps towards, never past, 2×. Fusing the memory-bound passes is where
+# the engineering goes.
+
+# %% [markdown]
+# ## 3. Measuring: the benchmark suite
+#
+# A model is a hypothesis; `int4lab bench` measures. On a CUDA GPU:
+#
+# ```bash
+# int4lab bench --suite all --out results/h200-2026-01      # timings, results.json, PNG plots
+# ```
+#
+# It times (`int4lab/bench.py`):
+# - **gemm**: our `int4_matmul` against `torch.mm` in bf16 (cuBLAS), `torch._int_mm` (int8,
+#   cuBLASLt) and `torch._scaled_mm` in FP8, at sizes 1024³ to 8192³ and LLaMA-like shapes;
+# - **memory**: `hadamard_quantize`, `quantize_int4`, `bit_split` as a percentage of the copy
+#   bandwidth measured in the same run (`torch.clone`): 100% is the most a memory-bound kernel
+#   can reach;
+# - **linear**: `Int4Linear` forward + backward against a bf16 `nn.Linear` at hidden 2048, 4096,
+#   8192, with the time of each quantized piece;
+# - **block**: one transformer block's training step, bf16 against INT4.
+#
+# Done right: every case is **checked against the spec before it is timed** (a fast wrong
+# kernel is worthless), inputs are random (zeros flatter memory-bound kernels), and each figure
+# is the median of `triton.testing.do_bench` (warm-up, L2 flushed) over several input sets.
+# The results file records the GPU, driver, versions and date: a number without its machine
+# means nothing.
+#
+# ### Recorded results
+#
+# The lesson looks for recorded GPU runs in `results/*/results.json` and plots the newest.
+
+# %%
+recorded = l08.latest_results()
+if recorded is None:
+    print("No GPU benchmark has been recorded yet (no results/*/results.json with timings).\n"
+          "The course was built without a GPU: the roofline and the model above are all this\n"
+          "lesson can show. On a CUDA machine, run  int4lab bench --suite all --out results/NAME\n"
+          "and run this cell again.")
+else:
+    print("recorded:", recorded["path"], "|", l08.results_title(recorded))
+    display(l08.results_figure(recorded))
+
+# %% [markdown]
+# ### A small part of the suite, here and now
+#
+# On a GPU the next cell times one GEMM size live (two with `FAST` off). On a CPU it runs the
+# GEMM suite in **smoke mode**: every case at tiny sizes through Triton's interpreter, checked
+# against the spec, **not timed**. Interpreter timings measure Python executing NumPy, not a
+# kernel; the course never shows them as speed.
+
+# %%
+live = l08.live_gemm(sizes=(4096,) if FAST else (4096, 8192))
+print(l08.describe_gemm(live))
+if live["timed"]:
+    display(l08.results_figure(live))
+else:
+    print("smoke mode: the checks passed; interpreter timings mean nothing, so none are shown.")
+
+# %% [markdown]
+# `int4lab.bench(slot)` does the same for one slot, with your kernel if you unlocked it: on a GPU
+# it times yours, the library's and a PyTorch baseline; on a CPU it reports correctness only.
+
+# %%
+int4lab.bench("int4_matmul");
+
+# %% [markdown]
+# ### Check your understanding
+#
+# 1. A bf16 GEMM of 512³ and one of 8192³: which is memory-bound on an H200, and why does the
+#    INT4 version help the small one more (in the roofline) than the large one?
+# 2. Why can no INT4 kernel on an H200 beat bf16 by more than 2×, even a perfect one?
+# 3. The paper's operators reached 2.2× on an RTX 3090. Why does that not contradict question 2?
+# 4. In a linear layer of hidden size `h` on `t` tokens, how do the GEMM FLOPs and the quantize
+#    traffic scale? What does that predict for hidden 1024?
+# 5. Why does the suite check each kernel against the spec before timing it, and why random
+#    inputs rather than zeros?
+
+# %% [markdown] solution
+# **Answers**
+#
+# 1. 512³ bf16: `2·512³ / (6·512²) ≈ 171` FLOP/byte, under the ridge (206): memory-bound. 8192³:
+#    about 2731 FLOP/byte, compute-bound. Packed INT4 moves a quarter of the input bytes, which
+#    raises the small GEMM's attainable throughput directly; for the large one bytes do not
+#    matter, only the peak does (2×).
+# 2. Hopper has no INT4 tensor cores; INT4 values run on INT8 ones, whose dense peak (1979
+#    TOPS) is twice bf16's (989). Packing only saves bytes, not multiply time.
+# 3. The RTX 3090 has INT4 tensor cores, 4× its FP16 peak (568 vs 142 dense TOPS): 2.2× is under
+#    that ceiling. The speed-up depends on the hardware, not just the method.
+# 4. GEMMs: `3 · 2·t·h²` FLOPs. Quantize passes: proportional to the elements of X, ∇Y (`t·h`
+#    each) and W (`h²`). Their ratio falls like `1/h`: at hidden 1024 the passes cost a large
+#    fraction of the GEMM time saved, so expect little or nothing (or a slowdown, unfused).
+# 5. A wrong kernel can be very fast (skip work, read nothing); timing it would report a speed
+#    that means nothing. Zeros compress in caches and can short-cut work (and hide bugs, since
+#    a kernel that writes nothing "matches" a zero result), flattering the timings.
+
+# %% [markdown]
+# ## Summary
+#
+# - The roofline: `attainable = min(peak, bandwidth × FLOP/byte)`. On an H200, bf16 989 TFLOP/s
+#   and int8 1979 TOPS dense, HBM 4.8 TB/s; measured about 780 TFLOP/s and 4.3 TB/s.
+# - Hopper has no INT4 tensor cores: INT4-in-INT8 is capped at **2× bf16**. The paper's 2.2× was
+#   INT4 tensor cores on an RTX 3090.
+# - A linear layer's step is three GEMMs plus memory-bound quantize passes; the passes shrink
+#   relative to the GEMMs as `1/hidden`, which is why the paper measured a slowdown at 2560,
+#   break-even at 4096 and 35.1% less wall time at 8960. Fusing the passes is the lever.
+# - Measure with `int4lab bench`: checked before timed, random inputs, medians of `do_bench`,
+#   machine and date recorded. On a CPU it checks and never times.
+#
+# **Next: lesson 09, beyond INT4.** Newer GPUs dropped INT4 tensor cores for small *floating
+# point* formats: FP8 on Hopper, FP4 (MXFP4, NVFP4) on Blackwell. How do they handle outliers
+# compared with INT4 and the Hadamard rotation?
