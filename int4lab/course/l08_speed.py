@@ -9,7 +9,6 @@ Recorded GPU results are the JSON files `int4lab bench --suite all --out results
 (results/*/results.json, with the machine and the date inside). latest_results finds the newest
 timed one; smoke runs (no timings) are skipped. Figures use matplotlib.figure.Figure (no pyplot).
 """
-import importlib
 import json
 import math
 from pathlib import Path
@@ -250,26 +249,11 @@ def results_figure(results):
     return fig
 
 
-def suite_module():
-    """The benchmark suite module int4lab.bench.
-
-    Importing the submodule rebinds the package attribute `int4lab.bench` (the function that
-    benchmarks one slot) to the module; put the function back so int4lab.bench("slot") keeps
-    working in the lesson."""
-    import int4lab
-    fn = int4lab.__dict__.get("bench")
-    mod = importlib.import_module("int4lab.bench")
-    if callable(fn):
-        int4lab.bench = fn
-    return mod
-
-
 def live_gemm(sizes=(4096,)):
     """Run the GEMM part of the suite here. On a CUDA GPU: timed (int4_matmul vs torch.mm bf16,
     torch._int_mm int8, _scaled_mm fp8) at the given square sizes. Elsewhere: smoke mode,
     every case checked at tiny sizes, nothing timed. Returns the suite's results dict."""
-    from .. import runtime
-    suite = suite_module()
+    from .. import benchsuite as suite, runtime
     if runtime.HAS_CUDA and not runtime.INTERPRET:
         out = {"environment": suite.environment(), "smoke": False, "timed": True}
         out["gemm"] = suite.bench_gemm(suite.Timer(False), [(s, s, s) for s in sizes], runtime.DEVICE)

@@ -156,7 +156,7 @@ def error_figure(magnitude=50.0, n_tokens=64, d=1024, n_outliers=4, seed=0):
                 fontsize=7)
     ax.set_xticks(list(xs), [f"{n}\n{FORMATS[n][1]:g} bits" for n in names], fontsize=7)
     ax.set_yscale("log")
-    ax.set_ylim(0.05, 300)
+    ax.set_ylim(1, 300)
     ax.set_ylabel("||x_hat - x|| / ||x||  (%)")
     ax.set_title(f"{n_outliers} outlier channels of ~{magnitude:g}x among {d}: relative error of "
                  "each format (bits per value include the scales)", fontsize=9)

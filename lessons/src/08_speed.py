@@ -127,7 +127,7 @@ interactive_plot(l08.linear_breakdown_figure, quant_bytes=(0.0, 48.0, 1.0, 24.0)
 # int4lab bench --suite all --out results/h200-2026-01      # timings, results.json, PNG plots
 # ```
 #
-# It times (`int4lab/bench.py`):
+# It times (`int4lab/benchsuite.py`):
 # - **gemm**: our `int4_matmul` against `torch.mm` in bf16 (cuBLAS), `torch._int_mm` (int8,
 #   cuBLASLt) and `torch._scaled_mm` in FP8, at sizes 1024³ to 8192³ and LLaMA-like shapes;
 # - **memory**: `hadamard_quantize`, `quantize_int4`, `bit_split` as a percentage of the copy

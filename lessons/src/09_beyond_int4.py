@@ -99,8 +99,11 @@ l09.error_figure(magnitude=50.0, n_tokens=N_TOK, d=D)
 
 # %% [markdown]
 # Slide the outlier magnitude (1 means no outliers). Watch per-tensor INT4 lose its
-# non-outlier channels entirely as the outliers grow, HQ recover most of them, and the
-# block-scaled formats barely notice.
+# non-outlier channels entirely as the outliers grow, HQ recover a good part of them, and the
+# block-scaled formats lose only the values that share a block with an outlier. Push it to 200:
+# HQ with blocks of 32 breaks down too, because a rotated outlier is still `200/√32 ≈ 35` and the
+# rounding error of those large values, rotated back, lands on the small channels (lesson 04's
+# block-size search would pick bigger blocks there).
 
 # %%
 interactive_plot(lambda magnitude: l09.error_figure(magnitude, n_tokens=N_TOK, d=D),
@@ -114,11 +117,14 @@ interactive_plot(lambda magnitude: l09.error_figure(magnitude, n_tokens=N_TOK, d
 #   for range: twice the error, which is why it is kept for gradients, whose range is wide.
 # - **Per-tensor INT4 is wiped out by outliers**, as in lesson 04; **HQ** spreads each outlier
 #   over its block of 32 channels and recovers much of the rest.
-# - **Block scales beat the rotation here**: INT4 per 32, MXFP4 and NVFP4 confine each outlier to
-#   its own block. NVFP4, with a finer scale (FP8, not a power of two) over fewer values (16), is
-#   the most accurate 4-bit format in the chart.
-# - **Rotation on top of small blocks can hurt** ("NVFP4 + Hadamard"): with a scale per 16 values
-#   the outlier already sits alone with 15 neighbours; rotating smears it over all 16 of them.
+# - **Block scales contain the damage**: with INT4 per 32, MXFP4 and NVFP4, an outlier only
+#   coarsens the scale of its own block. Here every row has 4 blocks with an outlier in them, and
+#   their other values are lost; the rest keep their usual error (so the loss shrinks as `D`
+#   grows). NVFP4, with a finer scale (FP8, not a power of two) over fewer values (16), loses the
+#   fewest and is the most accurate 4-bit format in the chart.
+# - **Rotation on top of small blocks can hurt** ("NVFP4 + Hadamard"): after rotating a block of
+#   16 that holds an outlier, all 16 values are large, and the coarse rounding of large values
+#   (E2M1's top step is a third of the block's max) is rotated back onto the small channels.
 #   The rotation pays off when scales are coarse, or when the distribution inside a block is
 #   heavy-tailed (gradients), which is where the methods below use it.
 #
@@ -200,7 +206,8 @@ interactive_plot(lambda magnitude: l09.error_figure(magnitude, n_tokens=N_TOK, d
 # - 4-bit floats live on block scales: MXFP4, a power of two per 32 values; NVFP4, an E4M3 scale
 #   per 16 values times an fp32 per-tensor scale. Block scales contain outliers, as HQ does for
 #   per-tensor INT4.
-# - On the outlier data: FP8 ≪ NVFP4 < MXFP4 ≈ INT4 per block < HQ ≪ per-tensor INT4 in error.
+# - On the outlier data, error of the non-outlier channels: FP8 ≪ NVFP4 < MXFP4 ≈ INT4 per block
+#   ≲ HQ ≪ per-tensor INT4.
 #   The rotation matters for coarse scales and heavy-tailed gradients.
 # - Hopper: FP8, no INT4; Blackwell: FP4, no INT4. Jetfire (INT8, per-block), Quartet (FP4 on
 #   Blackwell, Hadamard) and NVIDIA's NVFP4 pretraining (random Hadamard, stochastic rounding)
