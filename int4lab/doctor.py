@@ -1,5 +1,4 @@
 """`int4lab doctor`: is this machine ready for the course? Says what to do when it is not."""
-import os
 import platform
 import sys
 

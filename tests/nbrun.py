@@ -37,15 +37,29 @@ def with_solutions(nb, sources=None):
     return nb
 
 
-def execute(nb, home, timeout=600, extra_env=None):
+def execute(nb, home, timeout=150, extra_env=None):
     """Run every cell top to bottom in a fresh kernel; returns (executed nb, seconds)."""
-    env = {"INT4LAB_HOME": str(home), "INT4LAB_FAST": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    # INT4LAB_WIDGETS=0: nbclient can hang at random on Output-widget cells (see widgets.py);
+    # tests/browser drives the real widgets in JupyterLab.
+    env = {"INT4LAB_HOME": str(home), "INT4LAB_FAST": "1", "INT4LAB_WIDGETS": "0",
+           "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     env.update(extra_env or {})
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
+        log = Path(home) / "cells.log"
+
+        def on_cell_start(cell, cell_index):
+            with open(log, "a") as f:
+                f.write(f"{time.strftime('%H:%M:%S')} start {cell_index}: {cell.source[:60]!r}\n")
+
+        def on_cell_executed(cell, cell_index, execute_reply):
+            with open(log, "a") as f:
+                f.write(f"{time.strftime('%H:%M:%S')} done {cell_index}\n")
+
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                resources={"metadata": {"path": str(LESSONS)}})
+                                resources={"metadata": {"path": str(LESSONS)}},
+                                on_cell_start=on_cell_start, on_cell_executed=on_cell_executed)
         start = time.perf_counter()
         client.execute()
         return nb, time.perf_counter() - start

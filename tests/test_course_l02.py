@@ -9,12 +9,6 @@ from int4lab.course import l02_quantizers as l02
 from int4lab.quant import QMAX, lsq_init_scale
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_helpers_restore_the_thread_count():

@@ -7,12 +7,6 @@ from int4lab.packing import pack_int4
 from int4lab.quant import int4_matmul_spec, quantize
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_exact_k_bounds():

@@ -8,13 +8,6 @@ from int4lab.gradquant import (bit_split, bit_split_dequantize, bit_split_mean, 
 from int4lab.packing import pack_int4, unpack_int4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: intra-op threads only add overhead, and thrash on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def gen(seed):

@@ -9,13 +9,6 @@ from int4lab.hadamard import (block_hadamard, hadamard_matrix, hadamard_quantize
 from int4lab.quant import dequantize, quantize, quantize_int4_spec
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: intra-op threads only add overhead, and thrash on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def randn(*shape, seed=0):

@@ -23,26 +23,8 @@ ON_GPU = runtime.HAS_CUDA and not runtime.INTERPRET
 DEVICE = runtime.DEVICE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: intra-op threads only add overhead, and thrash on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("INT4LAB_HOME", str(tmp_path))
-    saved = dict(registry._learner), set(registry._looked_up)
-    registry._learner.clear()
-    registry._looked_up.clear()
-    yield tmp_path
-    registry._learner.clear()
-    registry._learner.update(saved[0])
-    registry._looked_up.clear()
-    registry._looked_up.update(saved[1])
 
 
 def gen(seed):

@@ -30,17 +30,6 @@ def int64_product(a, b):
     return unpack_int4(a.cpu()).long() @ unpack_int4(b.cpu()).long().T
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("INT4LAB_HOME", str(tmp_path))
-    saved = dict(registry._learner), set(registry._looked_up)
-    registry._learner.clear()
-    registry._looked_up.clear()
-    yield tmp_path
-    registry._learner.clear()
-    registry._learner.update(saved[0])
-    registry._looked_up.clear()
-    registry._looked_up.update(saved[1])
 
 
 # ---- the kernel against the spec ------------------------------------------------------------

@@ -11,26 +11,8 @@ from int4lab.slots import quantize as slot_mod
 import wrong_kernels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: torch's intra-op threads only add overhead on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("INT4LAB_HOME", str(tmp_path))
-    saved = dict(registry._learner), set(registry._looked_up)
-    registry._learner.clear()
-    registry._looked_up.clear()
-    yield tmp_path
-    registry._learner.clear()
-    registry._learner.update(saved[0])
-    registry._looked_up.clear()
-    registry._looked_up.update(saved[1])
 
 
 def randn(*shape, seed=0, dtype=torch.float32):

@@ -5,19 +5,12 @@ only where a rotated value sits on a rounding boundary). Backward: bit splitting
 and the row sampling are random and the two backends draw differently, so the gradients are
 compared in distribution: the mean over seeds of each backend approaches the same value.
 """
-import pytest
 import torch
 
 import int4lab
 from int4lab.layers import Int4Linear
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def layer_and_input(recipe="int4_hq_lss"):

@@ -12,13 +12,6 @@ from int4lab.layers import RECIPES, Int4Linear, Recipe, get_recipe, quantize_mod
 from int4lab.quant import lsq_quantize
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: intra-op threads only add overhead, and thrash on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def rel(a, b):

@@ -9,13 +9,6 @@ from int4lab.quant import (QMAX, LSQQuantizer, dequantize, int4_matmul_spec, lsq
                            lsq_init_scale, lsq_quantize, quantize, quantize_int4_spec)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: intra-op threads only add overhead, and thrash on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def randn(*shape, seed=0):

@@ -6,21 +6,10 @@ import pytest
 import torch
 
 import int4lab
-from int4lab import exercises, registry, store
+from int4lab import exercises, registry
 import wrong_kernels
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("INT4LAB_HOME", str(tmp_path))
-    saved = dict(registry._learner), set(registry._looked_up)
-    registry._learner.clear()
-    registry._looked_up.clear()
-    yield tmp_path
-    registry._learner.clear()
-    registry._learner.update(saved[0])
-    registry._looked_up.clear()
-    registry._looked_up.update(saved[1])
 
 
 def write_exercise(home, slot, source):

@@ -339,16 +339,20 @@ def unbiasedness_curves(g, x, draws=64, seed=0):
             "bs_bias": _rel(bit_split_mean(g).T @ x, exact)}
 
 
-def layer_unbiasedness(module, x, g, draws=32, seed=0):
+def layer_unbiasedness(module, x, g, draws=32, seed=0, device=None):
     """The same question for the library's layer: Int4Linear with the paper's backward (HQ forward
     with a max scale, bit splitting + LSS) against the same forward with dY in full precision.
-    Returns relative errors of the running mean of dW, k = 1..draws."""
+    Runs on `device` (default: int4lab's, the GPU if there is one, where the Triton kernels
+    need their tensors). Returns relative errors of the running mean of dW, k = 1..draws."""
+    from .. import runtime
     from ..layers import Int4Linear, Recipe
 
+    device = device or runtime.DEVICE
+    x, g = x.to(device), g.to(device)
     paper = Int4Linear.from_linear(module, Recipe("hq_bs_lss", forward="int4_hq", grad="bs_lss",
-                                                  hq_scale="max"))
+                                                  hq_scale="max")).to(device)
     exact_layer = Int4Linear.from_linear(module, Recipe("hq_fp_grad", forward="int4_hq", grad="fp",
-                                                        hq_scale="max"))
+                                                        hq_scale="max")).to(device)
 
     def weight_grad(layer):
         layer.zero_grad(set_to_none=True)
