@@ -39,7 +39,7 @@ DEFAULT_RECIPES = "fp32,int4_hq_lss"
 class TrainConfig:
     task: str = "text"            # "text" (stdlib characters, GPT) or "digits" (8x8 images, ViT)
     recipe: str = "fp32"          # a name in int4lab.layers.RECIPES
-    steps: int = 300
+    steps: int = 400              # TrainConfig() is config_for("text")
     batch_size: int = 32          # the global batch; DDP ranks take equal slices of it
     block_size: int = 64          # text context length
     n_layer: int = 2
@@ -73,7 +73,7 @@ class TrainResult:
     val_loss: list = field(default_factory=list)
     val_acc: list = field(default_factory=list)     # text: next-character top-1 accuracy
     wall_time: list = field(default_factory=list)   # seconds since the start, evaluation included
-    grad_norm: list = field(default_factory=list)   # mean gradient norm (before clipping) since the previous point
+    grad_norm: list = field(default_factory=list)   # mean gradient norm since then, before clipping
     model: nn.Module = field(default=None, repr=False, compare=False)
 
     def to_dict(self):  # JSON-ready: everything but the model
@@ -88,7 +88,7 @@ HISTORY = ("steps", "train_loss", "val_loss", "val_acc", "wall_time", "grad_norm
 # 2-core CPU, then held fixed for every recipe: the baseline is never weakened)
 TASK_DEFAULTS = {
     "text": dict(steps=400, batch_size=32, block_size=64, n_layer=2, n_embd=64, lr=3e-3, min_lr=3e-4),
-    "digits": dict(steps=400, batch_size=64, n_layer=2, n_embd=64, lr=2e-3, min_lr=1e-4),
+    "digits": dict(steps=800, batch_size=64, n_layer=2, n_embd=64, lr=2e-3, min_lr=1e-4),
 }
 
 
@@ -118,7 +118,7 @@ def recipe_names():
 
 def apply_recipe(model, recipe):
     if recipe == "fp32":
-        return model
+        return model  # the baseline is the plain model: PyTorch's own nn.Linear, no wrapper
     try:
         from .layers import quantize_model
     except ImportError as e:
@@ -283,9 +283,10 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     ckpt = checkpoint_path(cfg) if cfg.out_dir else None
     if cfg.resume and ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
-        changed = {k for k in state["config"] if k not in RESUME_FREE and state["config"][k] != getattr(cfg, k)}
+        changed = sorted(k for k, v in state["config"].items()
+                         if k not in RESUME_FREE and v != getattr(cfg, k))
         if changed:
-            raise ValueError(f"cannot resume {ckpt}: it was trained with different {', '.join(sorted(changed))}")
+            raise ValueError(f"cannot resume {ckpt}: it was trained with different {', '.join(changed)}")
         if len(state["rng"]) != world:
             raise ValueError(f"cannot resume {ckpt} exactly: saved by {len(state['rng'])} processes, "
                              f"resumed by {world}")
@@ -333,7 +334,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
             dist.all_reduce(loss_value)
             loss_value /= world
         # check before clipping: clipping by a NaN norm would spread the NaN to every gradient
-        grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        grad_norm = torch.stack([p.grad.norm() for p in params if p.grad is not None]).norm()
         check_finite(raw, loss_value.item(), grad_norm.item(), step, x, y)
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -348,7 +349,11 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                     p /= world
         bar.update(1)
         if ckpt is not None and (step % ckpt_every == 0 or step == cfg.steps):
-            save_checkpoint(ckpt, raw, optimizer, step, time.perf_counter() - t0, losses, norms, result, cfg, world, rank)
+            save_checkpoint(ckpt, {"model": raw.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "step": step, "elapsed": time.perf_counter() - t0,
+                                   "losses": losses, "norms": norms,
+                                   "history": {k: list(getattr(result, k)) for k in HISTORY},
+                                   "config": asdict(cfg)})
         if on_step is not None:
             on_step(step, raw)
     bar.close()
@@ -361,17 +366,17 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     return result
 
 
-def save_checkpoint(path, model, optimizer, step, elapsed, losses, norms, result, cfg, world, rank):
-    rngs = [rng_state()]
+def save_checkpoint(path, state):
+    """Add every rank's RNG states to state and write it from rank 0."""
+    rank, world = dist_info()
+    state["rng"] = [rng_state()]
     if world > 1:
-        rngs = [None] * world
-        dist.all_gather_object(rngs, rng_state())
+        state["rng"] = [None] * world
+        dist.all_gather_object(state["rng"], rng_state())
     if rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
-        history = {k: list(getattr(result, k)) for k in HISTORY}
-        tmp = path.with_name(path.name + ".tmp")    # write-then-rename: a kill mid-save keeps the old one
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "elapsed": elapsed, "losses": losses, "norms": norms, "history": history, "rng": rngs, "config": asdict(cfg)}, tmp)
+        tmp = path.with_name(path.name + ".tmp")  # write-then-rename: a kill mid-save keeps the old one
+        torch.save(state, tmp)
         os.replace(tmp, path)
 
 
@@ -422,7 +427,8 @@ def parse_args(argv=None):
     p.add_argument("--impl", choices=["spec", "triton", "learner"],
                    help="which implementation the INT4 ops run (default: leave as is)")
     p.add_argument("--out", default="runs/latest", help="results, plot and checkpoints (default runs/latest)")
-    p.add_argument("--nproc", type=int, default=1, help="processes for DDP via torchrun (gloo on CPU, nccl on GPU)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes for DDP via torchrun (gloo on CPU, nccl on GPU)")
     p.add_argument("--resume", action="store_true", help="continue interrupted runs from --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -432,9 +438,10 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        # re-launch this same command under torchrun, which starts args.nproc copies
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "int4lab.train", "--", *argv]  # "--": torchrun parses none of our flags
+        # re-launch this same command under torchrun, which starts args.nproc copies; after
+        # "--" torchrun parses none of our flags (its parser would take --nproc for its own)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={args.nproc}", "-m", "int4lab.train", "--", *argv]
         return subprocess.call(cmd)
     if args.impl:
         os.environ["INT4LAB_IMPL"] = args.impl  # read by int4lab.registry when it is imported
@@ -443,7 +450,8 @@ def main(argv=None):
             use(args.impl)
         except ImportError:
             pass
-    recipes = recipe_names() if args.recipes == "all" else [r.strip() for r in args.recipes.split(",") if r.strip()]
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    recipes = recipe_names() if recipes == ["all"] else recipes
     unknown = [r for r in recipes if r not in recipe_names()]
     if unknown:
         raise SystemExit(f"int4lab train: unknown recipe(s) {', '.join(unknown)}; available: "

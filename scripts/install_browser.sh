@@ -23,11 +23,14 @@ else
     else
         echo "install_browser: installing chromium with apt-get (quietly)"
         export DEBIAN_FRONTEND=noninteractive
-        if ! { $SUDO apt-get update -qq >/dev/null 2>&1 \
-               && $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; }; then
-            echo "install_browser: apt-get install chromium failed: browser tests will skip"
+        if ! { timeout 900 $SUDO apt-get update -qq >/dev/null 2>&1 \
+               && timeout 900 $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; }; then
+            echo "install_browser: apt-get install chromium failed (no network or no such package?): browser tests will skip"
+        elif [ -x "$CHROMIUM" ]; then
+            echo "install_browser: chromium installed ($CHROMIUM)"
+        else
+            echo "install_browser: apt-get installed chromium but $CHROMIUM is missing: browser tests will skip"
         fi
-        [ -x "$CHROMIUM" ] && echo "install_browser: chromium installed ($CHROMIUM)"
     fi
 fi
 
@@ -36,6 +39,6 @@ if "$PY" -c "import playwright.sync_api" >/dev/null 2>&1; then
 elif "$PY" -m pip install -q "playwright>=1.40" >/dev/null 2>&1; then   # = the `browser` extra
     echo "install_browser: playwright installed"
 else
-    echo "install_browser: pip install playwright failed: browser tests will skip"
+    echo "install_browser: pip install playwright failed (no network?): browser tests will skip"
 fi
 exit 0

@@ -103,7 +103,8 @@ def test_results_md_tables(tmp_path):
     assert l07.results_md_tables(tmp_path / "missing.md") == {}
     md = tmp_path / "RESULTS.md"
     md.write_text("# Results\n\nintro\n\n## text: GPT\n\n"
-                  "| recipe | what | val loss |\n|---|---|---|\n| `fp32` | full | 1.0 |\n| `int4_rtn` | x | 2.0 |\n\n"
+                  "| recipe | what | val loss |\n|---|---|---|\n"
+                  "| `fp32` | full | 1.0 |\n| `int4_rtn` | x | 2.0 |\n\n"
                   "## The paper's Table 1\n\n| benchmark | FP |\n|---|---|\n| GLUE | 82.67 |\n")
     tables = l07.results_md_tables(md)
     assert list(tables) == ["text: GPT"]

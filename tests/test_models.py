@@ -61,3 +61,19 @@ def test_linear_layers_are_the_quantizable_ones(model):
     assert len(body) == 4 * model.config.n_layer
     assert {n.rsplit(".", 1)[-1] for n in body} == {"c_attn", "c_proj", "c_fc"}
     assert all(m.in_features % 32 == 0 and m.out_features % 32 == 0 for m in body.values())
+
+
+@pytest.mark.parametrize("make", [lambda: GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_embd=64)),
+                                  lambda: ViT(ViTConfig(n_layer=2))], ids=["gpt", "vit"])
+def test_quantize_model_swaps_the_body_and_keeps_the_head(make):
+    layers = pytest.importorskip("int4lab.layers")
+    torch.manual_seed(0)
+    model = layers.quantize_model(make(), "int4_hq_lss")
+    swapped = [n for n, m in model.named_modules() if isinstance(m, layers.Int4Linear)]
+    assert len(swapped) == 4 * model.config.n_layer
+    head = model.lm_head if isinstance(model, GPT) else model.head
+    assert type(head) is nn.Linear
+    x = torch.randint(40, (2, 16)) if isinstance(model, GPT) else torch.rand(2, 1, 8, 8)
+    y = torch.randint(10, (2, 16)) if isinstance(model, GPT) else torch.randint(10, (2,))
+    model(x, y)[1].backward()
+    assert all(p.grad is not None for p in model.parameters())

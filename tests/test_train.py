@@ -108,8 +108,8 @@ def test_cli_rejects_unknown_recipe(tmp_path):
 def test_naive_int4_trains_clearly_worse_than_hq_lss_and_fp32():
     """The paper's ordering at its most robust point: naive per-tensor INT4 (forward and dY,
     round-to-nearest) loses to both full precision and HQ+LSS. Tiny ViT, 150 steps, seed 0.
-    Measured final val loss over seeds 0/1/2: fp32 0.50/0.51/0.87, int4_hq_lss 0.78/0.60/1.21,
-    int4_rtn 1.40/1.32/1.74, so int4_rtn / int4_hq_lss >= 1.43 and int4_rtn / fp32 >= 2.0 on
+    Measured final val loss over seeds 0/1/2: fp32 0.50/0.51/0.87, int4_hq_lss 0.76/0.55/1.06,
+    int4_rtn 1.40/1.32/1.74, so int4_rtn / int4_hq_lss >= 1.63 and int4_rtn / fp32 >= 2.0 on
     every seed; the margins below (1.25x, 1.5x) hold with room on all three. fp32 vs HQ+LSS is
     not asserted: at this size and length their gap is within seed-to-seed spread."""
     missing = {"int4_rtn", "int4_hq_lss"} - set(recipe_names())

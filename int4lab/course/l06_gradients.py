@@ -6,6 +6,7 @@ gives their exact expectation and variance, int4lab.layers.Int4Linear runs the p
 (Xi, Li, Chen, Zhu, "Training Transformers with 4-bit Integers", NeurIPS 2023, sec. 5). The
 figures are built with matplotlib.figure.Figure (no pyplot): they render headless and in tests.
 """
+import contextlib
 import math
 
 import torch
@@ -23,6 +24,22 @@ ESTIMATORS = ("INT4 round-to-nearest", "INT4 stochastic", "bit splitting (clamp 
 #: Small GPT settings for the gradient capture: one block, width 32, 32 windows of 32 characters.
 GPT_SETTINGS = dict(block_size=32, batch_size=32, n_layer=1, n_head=4, n_embd=32, lr=3e-3,
                     warmup_steps=10)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run a block with one intra-op thread, then restore the previous count.
+
+    The course's models are tiny (width 32): one thread computes them about as fast as two, and
+    on a busy machine (other notebooks, tests) several threads spinning against each other can
+    make a run ten times slower.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _rel(a, b):
@@ -46,7 +63,8 @@ def capture_linear_io(model, *inputs):
 
     def on_backward(name):
         def hook(mod, grad_in, grad_out):
-            io.setdefault(name, {"module": mod})["g"] = grad_out[0].detach().reshape(-1, grad_out[0].shape[-1])
+            g = grad_out[0].detach()
+            io.setdefault(name, {"module": mod})["g"] = g.reshape(-1, g.shape[-1])
         return hook
 
     for name, mod in model.named_modules():
@@ -74,10 +92,11 @@ def trained_gradients(task="text", steps=60, seed=0, **overrides):
     settings.update(overrides)
     cfg = TrainConfig(task=task, recipe="fp32", steps=steps, eval_every=max(steps, 1), eval_batches=1,
                       seed=seed, progress=False, device="cpu", **settings)
-    result = train(cfg)
-    dataset = D.load_text() if task == "text" else D.load_digits()
-    x, y = get_batch(cfg, dataset, steps + 1000)            # a batch training never saw
-    return capture_linear_io(result.model, x, y), result
+    with one_thread():
+        result = train(cfg)
+        dataset = D.load_text() if task == "text" else D.load_digits()
+        x, y = get_batch(cfg, dataset, steps + 1000)            # a batch training never saw
+        return capture_linear_io(result.model, x, y), result
 
 
 def row_norms(g):
@@ -277,7 +296,8 @@ def variance_figure(g, x, budget=1.0, seed=0, n_points=20):
     ax, ax2 = fig.subplots(1, 2)
     r = torch.arange(len(p_lss)).numpy()
     ax.plot(r, p_lss.numpy(), color="tab:blue", label=f"LSS, sum p = {float(p_lss.sum()):.0f}")
-    ax.plot(r, p_uni.numpy(), color="tab:gray", linestyle="--", label=f"uniform, sum p = {float(p_uni.sum()):.0f}")
+    ax.plot(r, p_uni.numpy(), color="tab:gray", linestyle="--",
+            label=f"uniform, sum p = {float(p_uni.sum()):.0f}")
     ax.axvline(n, color="black", linewidth=0.6, linestyle=":")
     ax.set_xlabel(f"stacked rows [hi; lo] (2N = {2 * n}), sorted by p")
     ax.set_ylabel("keep-probability p_i")
@@ -317,7 +337,11 @@ def unbiasedness_curves(g, x, draws=64, seed=0):
     """Relative error ||mean of k estimates - dY^T X|| / ||dY^T X|| for k = 1..draws, for each
     estimator in ESTIMATORS, plus the exact bias of bit splitting with the released clamp
     (bit_split_mean, the floor that curve approaches)."""
-    g, x = g.float(), x.float()
+    with one_thread():
+        return _unbiasedness_curves(g.float(), x.float(), draws, seed)
+
+
+def _unbiasedness_curves(g, x, draws, seed):
     exact = g.T @ x
     gen = make_generator(seed)
     sums = {name: torch.zeros_like(exact) for name in ESTIMATORS}
@@ -359,12 +383,13 @@ def layer_unbiasedness(module, x, g, draws=32, seed=0, device=None):
         layer(x).backward(g)
         return layer.weight.grad.detach().clone()
 
-    exact = weight_grad(exact_layer)
-    torch.manual_seed(seed)           # the layer draws its seeds from torch's global generator
-    total, errs = torch.zeros_like(exact), []
-    for k in range(1, draws + 1):
-        total += weight_grad(paper)
-        errs.append(_rel(total / k, exact))
+    with one_thread():
+        exact = weight_grad(exact_layer)
+        torch.manual_seed(seed)           # the layer draws its seeds from torch's global generator
+        total, errs = torch.zeros_like(exact), []
+        for k in range(1, draws + 1):
+            total += weight_grad(paper)
+            errs.append(_rel(total / k, exact))
     return errs
 
 

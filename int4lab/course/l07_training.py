@@ -6,13 +6,16 @@ Table 1 (Xi, Li, Chen, Zhu, "Training Transformers with 4-bit Integers", NeurIPS
 course's own measurements are read from docs/RESULTS.md (made by scripts/make_results.py), never
 written here. Figures are built with matplotlib.figure.Figure (no pyplot): headless and testable.
 """
+import os
+import contextlib
 import re
 import time
 from pathlib import Path
 
 import torch.nn as nn
 
-from ..layers import RECIPES, Int4Linear
+from ..layers import Int4Linear
+from .l06_gradients import one_thread
 
 #: The recipes in the order the lesson shows them, full precision first, the paper's last.
 RECIPE_ORDER = ("fp32", "int8", "int4_rtn", "int4_lsq_sr", "int4_hq", "int4_hq_lss")
@@ -99,16 +102,20 @@ def layer_table(model):
 
 def run_recipes(task, recipes, steps, seed=0, n_evals=10, **overrides):
     """Train one model per recipe, same seed, data and schedule; {recipe: TrainResult}, each with
-    a `seconds` attribute (wall time, this machine)."""
+    a `seconds` attribute (wall time, this machine). On the CPU with one thread (l06.one_thread:
+    these models are tiny)."""
+    from .. import runtime
     from ..train import train
 
     out = {}
-    for recipe in recipes:
-        t = time.perf_counter()
-        r = train(lesson_config(task, recipe, steps, seed, n_evals, **overrides))
-        r.seconds = time.perf_counter() - t
-        out[recipe] = r
+    with one_thread() if not runtime.HAS_CUDA else contextlib.nullcontext():
+        for recipe in recipes:
+            t = time.perf_counter()
+            r = train(lesson_config(task, recipe, steps, seed, n_evals, **overrides))
+            r.seconds = time.perf_counter() - t
+            out[recipe] = r
     return out
+
 
 
 def _get(r, key):
@@ -127,7 +134,7 @@ def final_rows(results):
             rows.append({"task": task, "recipe": recipe, "val_loss": loss,
                          "vs_fp32": (loss / base_loss - 1) if base_loss else None,
                          "val_acc": _get(r, "val_acc")[-1],
-                         "seconds": getattr(r, "seconds", None) if not isinstance(r, dict) else r.get("seconds")})
+                         "seconds": r.get("seconds") if isinstance(r, dict) else getattr(r, "seconds", None)})
     return rows
 
 
@@ -158,7 +165,8 @@ def paper_order_checks(by_recipe):
         if a in by_recipe and b in by_recipe:
             la, lb = _get(by_recipe[a], "val_loss")[-1], _get(by_recipe[b], "val_loss")[-1]
             strict = b == "int4_rtn"
-            out.append((f"{a} {'<' if strict else '<='} {b} (val loss)", la < lb if strict else la <= lb, la, lb))
+            holds = la < lb if strict else la <= lb
+            out.append((f"{a} {'<' if strict else '<='} {b} (val loss)", holds, la, lb))
     return out
 
 
@@ -190,11 +198,14 @@ def loss_curves_figure(results, recipes=None, metric="val_loss"):
             ax.plot(steps, values, color=RECIPE_COLORS.get(recipe), marker=".", label=recipe)
         ax.set_xlabel("training step")
         ax.set_ylabel(METRICS[metric])
-        model = "GPT on Python source" if task == "text" else "ViT on 8x8 digits" if task == "digits" else task
+        model = {"text": "GPT on Python source", "digits": "ViT on 8x8 digits"}.get(task, task)
         ax.set_title(f"{task}: {model}", fontsize=10)
         if metric != "val_acc" and shown:
             # zoom on the second half, where the recipes separate
-            finals = [v for r in shown for v in _get(results[task][r], metric)[len(_get(results[task][r], metric)) // 3:]]
+            finals = []
+            for r in shown:
+                values = _get(results[task][r], metric)
+                finals += values[len(values) // 3:]
             lo, hi = min(finals), max(finals)
             ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.15 * (hi - lo + 1e-9))
         if shown:
@@ -251,6 +262,10 @@ def recipe_picker(results, metric="val_loss"):
         import ipywidgets as w
     except ImportError:
         print("ipywidgets is not installed: showing every recipe.")
+        display(loss_curves_figure(results, None, metric))
+        return None
+    if os.environ.get("INT4LAB_WIDGETS", "1") == "0":      # headless runs: see int4lab/widgets.py
+        print("(controls off: INT4LAB_WIDGETS=0; showing every recipe)")
         display(loss_curves_figure(results, None, metric))
         return None
     boxes = {r: w.Checkbox(value=True, description=r, indent=False, layout=w.Layout(width="130px"))

@@ -66,8 +66,10 @@ for name, rec in io.items():
 l06.row_norm_figure(io)
 
 # %% [markdown]
-# Inside the transformer block, the largest row of `∇Y` is 10 to 20 times the median one, and
-# the largest tenth of the rows holds well over half of the gradient's squared norm. Why? The
+# Inside the transformer block, the largest row of `∇Y` is several times to a few dozen times the
+# median one, and the largest tenth of the rows holds far more than a tenth of the gradient's
+# squared norm: around three quarters in `attn.c_attn`, whose `∇Y` gathers the gradients of the
+# queries, keys and values. Why so uneven? The
 # loss gradient of a token is `softmax − one-hot`: a character the model already predicts well
 # sends back almost nothing, a surprising one sends back a lot, and attention routes it to the
 # few positions that mattered. The paper (sec. 5) calls this structure sparsity: *a few rows are
@@ -134,7 +136,8 @@ l06.row_error_figure(g)
 g4 = torch.tensor([[1.0, 0.3, 0.01, -0.45]])
 bs = gq.bit_split(g4, generator=gq.make_generator(0))
 print("s =", float(gq.bit_split_scale(g4)), "  so  g·s =", (g4 * gq.bit_split_scale(g4)).tolist())
-print("hi =", bs.hi.tolist(), "  lo =", bs.lo.tolist(), f"  s↑ = {float(bs.scale_hi):.4f}, s↓ = {float(bs.scale_lo):.4f}")
+print("hi =", bs.hi.tolist(), "  lo =", bs.lo.tolist(),
+      f"  s↑ = {float(bs.scale_hi):.4f}, s↓ = {float(bs.scale_lo):.4f}")
 print("s↑·hi + s↓·lo =", [round(v, 4) for v in gq.bit_split_dequantize(bs).tolist()[0]])
 print("exact mean    =", [round(v, 4) for v in gq.bit_split_mean(g4).tolist()[0]], " (over the random u)")
 
@@ -153,7 +156,8 @@ l06.bit_split_bias_figure()
 mean_draws = torch.stack([gq.bit_split_dequantize(gq.bit_split(g, generator=gq.make_generator(k)))
                           for k in range(DRAWS)]).mean(0)
 exact_mean = gq.bit_split_mean(g)
-print(f"mean of {DRAWS} draws vs bit_split_mean: max difference {float((mean_draws - exact_mean).abs().max()):.2e}"
+print(f"mean of {DRAWS} draws vs bit_split_mean: "
+      f"max difference {float((mean_draws - exact_mean).abs().max()):.2e}"
       f"  (one lo step is {float(1 / gq.bit_split_scale(g)):.2e})")
 print(f"bias of bit splitting on this layer's ∇W = ∇Yᵀ X: "
       f"{100 * float(((exact_mean - g).T @ x).norm() / (g.T @ x).norm()):.2f}% (released clamp)")
@@ -454,7 +458,11 @@ l06.unbiasedness_figure(curves, layer_errors)
 #   exact bias (the dashed line, from `bit_split_mean`), small but not zero; with ±7 it keeps
 #   falling.
 # - **Bit splitting + LSS** pays some variance for halving the GEMM work, and stays unbiased
-#   (up to the same clamp bias). The layer adds a requantization, so a little more variance.
+#   (up to the same clamp bias).
+# - **The layer** has more variance on one draw: its weight-gradient GEMM cannot fold the
+#   per-term weights `1/p_i` into an integer GEMM's row and column scales (they vary along the
+#   reduction dimension, the tokens), so it requantizes the reweighted rows to INT4 with
+#   stochastic rounding, one more unbiased source of noise. Its mean still converges.
 #
 # ## 7. Benchmark
 #

@@ -133,7 +133,8 @@ for name in RECIPES_HERE:
     print(f"{name:12} {l07.RECIPE_ABOUT[name]}")
 
 with int4lab.use(IMPL):
-    results = {task: l07.run_recipes(task, RECIPES_HERE, STEPS, n_evals=N_EVALS) for task in ("text", "digits")}
+    results = {task: l07.run_recipes(task, RECIPES_HERE, STEPS, n_evals=N_EVALS)
+               for task in ("text", "digits")}
 print()
 print(l07.format_rows(l07.final_rows(results)))
 print("\nquantized ops ran:", int4lab.last_ran())
@@ -253,6 +254,8 @@ else:
 #   close to fp32, the paper's recipe is in between; small gaps need several seeds to mean
 #   anything, which is what `docs/RESULTS.md` reports.
 #
-# **Where next.** `int4lab train --task text --recipes all` trains the larger default models from
-# a shell; `python scripts/make_results.py` regenerates `docs/RESULTS.md`; on a GPU,
-# `int4lab.bench(...)` times your kernels against PyTorch's.
+# From a shell, `int4lab train --task text --recipes all` trains the larger default models, and
+# `python scripts/make_results.py` regenerates `docs/RESULTS.md`.
+#
+# **Next: lesson 08, speed.** Everything so far was about accuracy. Does INT4 make a linear layer
+# faster, and on which GPU? The benchmark suite, the roofline, and where a layer's time goes.
