@@ -117,7 +117,11 @@ def tiling_figure(M=200, N=150, BLOCK_M=64, BLOCK_N=64, K=256, BLOCK_K=32, pid_m
     from matplotlib.patches import Rectangle
 
     gm, gn = math.ceil(M / BLOCK_M), math.ceil(N / BLOCK_N)
+    asked = (pid_m, pid_n)
     pid_m, pid_n = min(pid_m, gm - 1), min(pid_n, gn - 1)
+    # a program id past the grid does not exist: say so rather than redraw the same picture
+    past = ("" if asked == (pid_m, pid_n) else
+            f" [asked for ({asked[0]}, {asked[1]}): past the {gm} x {gn} grid, so no such program]")
     KH = K // 2
     fig = Figure(figsize=(11, 4))
     axA, axB, axC = fig.subplots(1, 3, gridspec_kw={"width_ratios": [KH, KH, N]})
@@ -167,7 +171,7 @@ def tiling_figure(M=200, N=150, BLOCK_M=64, BLOCK_N=64, K=256, BLOCK_K=32, pid_m
         ax.set_aspect("equal")
     steps = math.ceil(KH / BLOCK_K)
     fig.suptitle(f"program ({pid_m}, {pid_n}) runs {steps} K steps of {BLOCK_K} bytes: "
-                 f"2 int8 dots each (low nibbles, high nibbles) into one int32 tile of C",
+                 f"2 int8 dots each (low nibbles, high nibbles) into one int32 tile of C{past}",
                  fontsize=10)
     fig.tight_layout()
     return fig

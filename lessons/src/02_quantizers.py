@@ -217,7 +217,7 @@ q = LSQQuantizer(bits=4, warmup_steps=3)
 for step in range(5):
     batch = torch.randn(256, generator=g) * (1 + step)        # the data drifts
     out = q(batch)
-    print(f"step {step}: scale {float(q.scale):.3f}   2 mean|x|/sqrt(7) = "
+    print(f"step {step}: scale {float(q.scale.detach()):.3f}   2 mean|x|/sqrt(7) = "
           f"{float(lsq_init_scale(batch)):.3f}   {'(warm-up: reset)' if step < 3 else '(learned: kept)'}")
 
 # %% [markdown]

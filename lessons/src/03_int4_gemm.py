@@ -124,8 +124,8 @@ l03.tiling_figure(M=200, N=150, BLOCK_M=64, BLOCK_N=64, K=256, BLOCK_K=32, pid_m
 
 # %%
 interactive_plot(l03.tiling_figure, M=(16, 512, 16, 200), N=(16, 512, 16, 150),
-                 BLOCK_M=[64, 16, 32, 128], BLOCK_N=[64, 16, 32, 128], pid_m=(0, 31, 1, 1),
-                 pid_n=(0, 31, 1, 1));
+                 BLOCK_M=[64, 16, 32, 128], BLOCK_N=[64, 16, 32, 128], pid_m=(0, 4, 1, 1),
+                 pid_n=(0, 4, 1, 1));
 
 # %% [markdown]
 # Bigger tiles mean fewer re-reads: all programs together read `A` once per column of tiles and

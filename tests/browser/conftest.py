@@ -103,6 +103,7 @@ def lab(chromium, tmp_path_factory):
                JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
                JUPYTER_RUNTIME_DIR=str(base / "runtime"))
     env.pop("MPLBACKEND", None)    # the lessons must work with the backend a learner's kernel gets
+    env["INT4LAB_WIDGETS"] = "1"   # live controls, as a learner gets (nbclient runs turn them off)
     log = base / "jupyterlab.log"
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
            f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
