@@ -16,3 +16,22 @@ def int4_codes(shape, seed, device):
 def noncontiguous(x):
     """The same values as x, as a non-contiguous view (a transpose of a transposed copy)."""
     return x.t().contiguous().t() if x.dim() == 2 and x.shape[0] > 1 and x.shape[1] > 1 else x
+
+
+def packed_pair_hint(got, expected, granularity, block_text, fp32_note=""):
+    """The hint for a (packed, scales) output of the wrong structure, shared by the quantizers.
+
+    block_text says what one "block" scale covers; fp32_note is appended to the dtype hint."""
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        return "return a tuple (packed, scales): packed bytes (uint8) and the fp32 scales"
+    p, s = got
+    if isinstance(p, torch.Tensor) and p.dtype != torch.uint8:
+        return "packed bytes are uint8, two codes per byte: torch.empty(..., K // 2, dtype=torch.uint8)"
+    if isinstance(s, torch.Tensor) and s.dtype != torch.float32:
+        return "scales are fp32 whatever the input dtype" + fp32_note
+    if isinstance(s, torch.Tensor) and s.shape != expected[1].shape:
+        want = {"row": "x.shape[:-1] + (1,): one per row, kept as a column",
+                "block": block_text,
+                "tensor": "() (a 0-dim tensor): one for the whole tensor"}[granularity]
+        return f"with granularity {granularity!r} the scales have shape {want}"
+    return None

@@ -13,7 +13,7 @@ from .. import compare
 from ..packing import unpack_int4
 from ..quant import QMAX, dequantize, quantize_int4_spec, validate_quantize_int4
 from ..registry import Bench, Check, Mismatch, Slot, register
-from .common import ODD_ROWS, generator, noncontiguous
+from .common import ODD_ROWS, generator, noncontiguous, packed_pair_hint
 
 Z_MAX = 7.0          # a correlation this many standard deviations out fails (p ~ 1e-11 per pair)
 
@@ -183,20 +183,8 @@ def _pair_ok(expected, got):
 
 
 def _hint_structure(args, kwargs, expected, got):
-    if not isinstance(got, (tuple, list)) or len(got) != 2:
-        return "return a tuple (packed, scales): packed bytes (uint8) and the fp32 scales"
-    p, s = got
-    if isinstance(p, torch.Tensor) and p.dtype != torch.uint8:
-        return "packed bytes are uint8, two codes per byte: torch.empty(..., K // 2, dtype=torch.uint8)"
-    if isinstance(s, torch.Tensor) and s.dtype != torch.float32:
-        return "scales are fp32 whatever the input dtype (compute max|x| / 7 in fp32)"
-    if isinstance(s, torch.Tensor) and s.shape != expected[1].shape:
-        gran = kwargs.get("granularity", "row")
-        want = {"row": "x.shape[:-1] + (1,): one per row, kept as a column",
-                "block": "x.shape[:-1] + (K // block_size,): one per block",
-                "tensor": "() (a 0-dim tensor): one for the whole tensor"}[gran]
-        return f"with granularity {gran!r} the scales have shape {want}"
-    return None
+    return packed_pair_hint(got, expected, kwargs.get("granularity", "row"),
+                            'x.shape[:-1] + (K // block_size,): one per block', ' (compute max|x| / 7 in fp32)')
 
 
 def _hint_nibbles(args, kwargs, expected, got):
