@@ -76,8 +76,10 @@ def int4_matmul_kernel(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, KH,
         a_hi = _sign_extend(a >> 4)                     # elements 2j+1 (odd k)
         b_lo = _sign_extend(b & 0xF)
         b_hi = _sign_extend(b >> 4)
-        acc = tl.dot(a_lo, b_lo, acc)                   # int8 x int8 -> int32, exact
-        acc = tl.dot(a_hi, b_hi, acc)
+        # int8 x int8 -> int32, exact. out_dtype must be said: Triton 3.6's tl.dot defaults to
+        # float32 and rejects an int32 accumulator without it (3.9 infers it from acc).
+        acc = tl.dot(a_lo, b_lo, acc, out_dtype=tl.int32)
+        acc = tl.dot(a_hi, b_hi, acc, out_dtype=tl.int32)
 
     c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
     c_mask = mask_m[:, None] & mask_n[None, :]

@@ -271,8 +271,9 @@ def int4_matmul_kernel(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, KH,
     #         Mask both loads on both of their axes, other=0 (a zero byte is two zero codes).
     # TODO 4: in int32, split each tile into low nibbles (& 0xF: even k) and high nibbles
     #         (>> 4: odd k), sign-extend (n >= 8 means the code n - 16) and convert to tl.int8.
-    # TODO 5: acc = tl.dot(a_lo, b_lo, acc), then acc = tl.dot(a_hi, b_hi, acc). Low with low,
-    #         high with high.
+    # TODO 5: acc = tl.dot(a_lo, b_lo, acc, out_dtype=tl.int32), then the same for a_hi, b_hi.
+    #         Low with low, high with high. Say out_dtype=tl.int32: Triton 3.6 (what many GPU
+    #         installs of torch pin) defaults tl.dot to float32 and refuses an int32 accumulator.
     # TODO 6: after the loop, with APPLY_SCALES: load sa at sa_ptr + offs_m * stride_sa and sb at
     #         sb_ptr + offs_n * stride_sb (masked), c = acc.to(tl.float32) * sa[:, None] * sb[None, :],
     #         cast to c_ptr.dtype.element_ty; without it, c = acc. Store c at

@@ -28,8 +28,8 @@ def int4_matmul_kernel(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, KH,
         a_hi = tl.where((a >> 4) >= 8, (a >> 4) - 16, a >> 4).to(tl.int8)
         b_lo = tl.where((b & 0xF) >= 8, (b & 0xF) - 16, b & 0xF).to(tl.int8)
         b_hi = tl.where((b >> 4) >= 8, (b >> 4) - 16, b >> 4).to(tl.int8)
-        acc = tl.dot(a_lo, b_lo, acc)
-        acc = tl.dot(a_hi, b_hi, acc)
+        acc = tl.dot(a_lo, b_lo, acc, out_dtype=tl.int32)
+        acc = tl.dot(a_hi, b_hi, acc, out_dtype=tl.int32)
     c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
     c_mask = mask_m[:, None] & mask_n[None, :]
     if APPLY_SCALES:
