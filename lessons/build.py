@@ -1,86 +1,110 @@
-"""Build lessons/*.ipynb from their sources in lessons/src/*.py (percent format).
+"""Build lessons/*.ipynb from their sources in lessons/src/*.py (jupytext's percent format).
 
-Why sources: a notebook's JSON is hard to review and merge; the .py source is plain text.
-The committed .ipynb files are what learners open; tests/test_lessons.py checks that they are
-up to date with their sources and carry no outputs.
+Why sources: a notebook's JSON is hard to review and merge; the .py source is plain text, and
+valid Python, so linters and `python -m py_compile` run on it. The committed .ipynb files are
+what learners open; tests/test_lessons.py checks that they are up to date with their sources,
+carry no outputs, and have unique, deterministic cell ids.
 
-Source format:
-    # %% [markdown]            a markdown cell: the following lines, each starting with "# "
-    # %%                       a code cell
-    # %% exercise=pack_int4    an exercise cell (tagged; the tests put the library's kernel in it)
-    # %% solution              a collapsed cell (answers to "check your understanding")
+Source format (jupytext "py:percent", https://jupytext.readthedocs.io/en/latest/formats-scripts.html):
+    # %% [markdown]                a markdown cell: the following lines, each starting with "# "
+    # %%                           a code cell
+    # %% tags=["exercise"] int4lab={"slot": "pack_int4"}
+                                   an exercise cell (tagged; the tests put the library's kernel
+                                   in it); its body starts with "# %%exercise pack_int4"
+    # %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
+                                   a collapsed cell (answers to "check your understanding");
+                                   "# %% tags=[...] ..." makes a collapsed code cell
+IPython magics are commented out in the source ("# %matplotlib inline", "# %%exercise SLOT")
+and jupytext uncomments them in the notebook, so a learner sees "%matplotlib inline".
+Easiest way to write one: jupytext --to py:percent NOTEBOOK.ipynb, or copy an existing cell.
+
+The build sets what the source does not hold: cell ids "<lesson>-<index>" (deterministic, so a
+rebuild changes nothing and JupyterLab does not invent random ids on a learner's first save),
+no outputs, nbformat 4.5 and the kernelspec below. Every notebook is validated with nbformat.
+
+jupytext is a development dependency (the `test` extra), not a learner's.
 
 Usage: python lessons/build.py            (rebuild all)
        python lessons/build.py --check    (exit 1 if any notebook is stale)
 """
-import json
 import re
 import sys
+import warnings
 from pathlib import Path
 
+import nbformat
+from nbformat.warnings import DuplicateCellId, MissingIDFieldWarning
+
+try:
+    import jupytext
+except ImportError:  # pragma: no cover - a learner's environment
+    sys.exit("lessons/build.py needs jupytext: pip install -e '.[test]'")
+
 HERE = Path(__file__).parent
-HEADER = re.compile(r"^# %%(?: \[(markdown)\])?(?: exercise=(\w+))?(?: (solution))?\s*$")
+FORMAT = "py:percent"
+METADATA = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"}}
+# cell metadata jupytext keeps only to round-trip the text layout; never in a built notebook
+JUPYTEXT_CELL_KEYS = ("lines_to_next_cell", "lines_to_end_of_cell_marker", "cell_marker",
+                      "skipline", "noskipline")
+CELL_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")   # nbformat 4.5's rule for cell ids
 
 
-def cells_from_source(text):
-    cells, current = [], None
-    for line in text.splitlines():
-        m = HEADER.match(line)
-        if m:
-            current = {"kind": "markdown" if m.group(1) else "code", "slot": m.group(2),
-                       "solution": bool(m.group(3)), "lines": []}
-            cells.append(current)
-        elif current is not None:
-            current["lines"].append(line)
-    out = []
-    for c in cells:
-        lines = c["lines"]
-        while lines and not lines[-1].strip():
-            lines.pop()
-        while lines and not lines[0].strip():
-            lines.pop(0)
-        if c["kind"] == "markdown":
-            lines = [l[2:] if l.startswith("# ") else l.lstrip("#") for l in lines]
-        source = "\n".join(lines)
-        src = [l + "\n" for l in source.split("\n")]
-        src[-1] = src[-1].rstrip("\n")
-        cell = {"cell_type": c["kind"], "metadata": {}, "source": src}
-        if c["kind"] == "code":
-            cell.update(execution_count=None, outputs=[])
-        if c["slot"]:
-            cell["metadata"] = {"tags": ["exercise"], "int4lab": {"slot": c["slot"]}}
-        if c["solution"]:
-            cell["metadata"] = {"tags": ["solution"], "jupyter": {"source_hidden": True}}
-        out.append(cell)
-    return out
+def cell_id(stem: str, index: int) -> str:
+    """A deterministic id, unique in its notebook: "03_int4_gemm-7"."""
+    cid = f"{stem}-{index}"
+    assert CELL_ID.match(cid), f"{cid!r} is not a valid nbformat cell id"
+    return cid
 
 
-def build(src: Path) -> dict:
-    return {"cells": cells_from_source(src.read_text()),
-            "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
-                                        "name": "python3"},
-                         "language_info": {"name": "python"}},
-            "nbformat": 4, "nbformat_minor": 5}
+def build(src: Path) -> nbformat.NotebookNode:
+    nb = jupytext.read(str(src), fmt=FORMAT)
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    nb.metadata = nbformat.from_dict(METADATA)
+    for i, cell in enumerate(nb.cells):
+        cell.id = cell_id(src.stem, i)
+        for key in JUPYTEXT_CELL_KEYS:
+            cell.metadata.pop(key, None)
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    validate(nb, src.name)
+    return nb
+
+
+def validate(nb, name="notebook"):
+    """nbformat's schema, with a missing or duplicate cell id an error rather than a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MissingIDFieldWarning)
+        warnings.simplefilter("error", DuplicateCellId)
+        nbformat.validate(nb)
+    ids = [c.get("id") for c in nb.cells]
+    assert len(set(ids)) == len(ids) and all(CELL_ID.match(i or "") for i in ids), \
+        f"{name}: cell ids must be unique and valid: {ids}"
 
 
 def target(src: Path) -> Path:
     return HERE / (src.stem + ".ipynb")
 
 
-def render(nb: dict) -> str:
-    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+def render(nb) -> str:
+    text = nbformat.writes(nb, version=nbformat.NO_CONVERT)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def sources():
+    return sorted((HERE / "src").glob("[0-9][0-9]_*.py"))
 
 
 def main(argv):
     stale = []
-    for src in sorted((HERE / "src").glob("[0-9][0-9]_*.py")):
+    for src in sources():
         text = render(build(src))
         dst = target(src)
         if "--check" in argv:
-            if not dst.exists() or dst.read_text() != text:
+            if not dst.exists() or dst.read_text(encoding="utf-8") != text:
                 stale.append(dst.name)
         else:
-            dst.write_text(text)
+            dst.write_text(text, encoding="utf-8")
             print(f"built {dst.relative_to(HERE.parent)}")
     if stale:
         print("stale notebooks (run python lessons/build.py):", ", ".join(stale))

@@ -3,17 +3,30 @@
 Budgets: each notebook must run in under 120 s on a 2-core CPU in fast mode (INT4LAB_FAST=1).
 Measured times are printed (pytest -s) and recorded in docs/teaching.md by hand.
 """
+import importlib.util
 import json
 import re
 import subprocess
 import sys
+import warnings
 
+import nbformat
 import pytest
+from nbformat.warnings import DuplicateCellId, MissingIDFieldWarning
 
 from nbrun import LESSONS, ROOT, execute, exercise_cells, lesson_paths, outputs_text, read, with_solutions
 
 BUDGET_S = 120
 PATHS = lesson_paths()
+SOURCES = sorted((LESSONS / "src").glob("[0-9][0-9]_*.py"))
+
+
+def _build_module():
+    """lessons/build.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("lessons_build", LESSONS / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_there_are_lessons():
@@ -31,6 +44,43 @@ def test_committed_without_outputs(path):
     dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"
              and (c.get("outputs") or c.get("execution_count"))]
     assert not dirty, f"{path.name}: cells {dirty} carry outputs; clear them before committing"
+
+
+def test_every_notebook_has_a_source():
+    assert [p.stem for p in PATHS] == [s.stem for s in SOURCES]
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+def test_sources_compile_as_python(src):
+    """jupytext's percent format keeps magics commented out, so a source is plain Python."""
+    compile(src.read_text(encoding="utf-8"), str(src), "exec")
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
+def test_cell_ids_are_unique_deterministic_and_valid(path):
+    build = _build_module()
+    src = LESSONS / "src" / (path.stem + ".py")
+    assert build.render(build.build(src)) == build.render(build.build(src)), "a rebuild changed the JSON"
+    raw = json.loads(path.read_text(encoding="utf-8"))    # nbformat.read would fill in missing ids
+    assert (raw["nbformat"], raw["nbformat_minor"]) >= (4, 5)
+    ids = [c.get("id") for c in raw["cells"]]
+    assert all(ids), f"{path.name}: cells {[i for i, c in enumerate(ids) if not c]} have no id"
+    assert len(set(ids)) == len(ids), f"{path.name}: duplicate cell ids"
+    assert all(re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", i) for i in ids), ids
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nbformat.validate(nbformat.from_dict(raw))
+    bad = [str(w.message) for w in caught
+           if issubclass(w.category, (MissingIDFieldWarning, DuplicateCellId)) or "nbformat" in w.filename]
+    assert not bad, f"{path.name}: {bad}"
+
+
+@pytest.mark.parametrize("path", [p for p in PATHS if exercise_cells(read(p))], ids=lambda p: p.stem)
+def test_built_exercise_cells_start_with_their_magic(path):
+    """The source comments the magic out ("# %%exercise SLOT"); the notebook has it back."""
+    for cell in exercise_cells(read(path)):
+        slot = cell.metadata["int4lab"]["slot"]
+        assert cell.cell_type == "code" and cell.source.startswith(f"%%exercise {slot}\n"), cell.source[:80]
 
 
 def test_readme_lists_every_lesson():

@@ -29,7 +29,7 @@
 # kernel. If it lists a problem, it also says how to fix it.
 
 # %%
-%matplotlib inline
+# %matplotlib inline
 # (figures appear below the cells that make them)
 import int4lab
 import torch
@@ -95,6 +95,7 @@ from int4lab import store
 print("your kernels are saved in", store.workspace())
 int4lab.progress();
 
+
 # %% [markdown]
 # `int4lab.reveal("vector_add")` would print the library's kernel. Try the exercise first: the
 # progress table records a revealed slot as *revealed*, not *unlocked*.
@@ -152,6 +153,7 @@ l00.grid_figure(n=1000, BLOCK=256)
 # %%
 interactive_plot(l00.grid_figure, n=(1, 5000, 1, 1000), BLOCK=(64, 1024, 64, 256));
 
+
 # %% [markdown]
 # ### What a missing mask does
 #
@@ -177,6 +179,7 @@ if runtime.INTERPRET:
         print(f"{type(err).__name__}: {err}")
 else:
     print("On a GPU this would corrupt memory silently, so we do not run it here.")
+
 
 # %% [markdown]
 # ### Loads with a stride
@@ -229,8 +232,8 @@ print(evens.tolist(), "==", v[0::2].tolist())
 # it. Then run the `unlock` cell. Until you write it, the cell raises `NotImplementedError` when
 # called, `unlock` says so, and the lesson goes on with the library's kernel.
 
-# %% exercise=vector_add
-%%exercise vector_add
+# %% tags=["exercise"] int4lab={"slot": "vector_add"}
+# %%exercise vector_add
 import torch
 import triton
 import triton.language as tl
@@ -253,6 +256,7 @@ def vector_add(x, y, BLOCK=1024):
     # TODO 3: launch vector_add_kernel on a grid of (triton.cdiv(n, BLOCK),) programs,
     #         passing BLOCK=BLOCK; then return out.
     raise NotImplementedError("vector_add: fill in the kernel and the launcher above")
+
 
 # %%
 report = int4lab.unlock("vector_add")
@@ -292,7 +296,7 @@ int4lab.progress();
 # 5. Your kernel passes `unlock`, then you edit the exercise cell and restart the notebook
 #    without unlocking again. Which implementation runs?
 
-# %% [markdown] solution
+# %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answers**
 #
 # 1. `cdiv(4099, 1024) = 5` programs cover 5120 lanes, so 5120 − 4099 = 1021 lanes of the

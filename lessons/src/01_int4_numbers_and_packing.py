@@ -15,7 +15,7 @@
 #    and benchmark them.
 
 # %%
-%matplotlib inline
+# %matplotlib inline
 import int4lab
 import torch
 import triton
@@ -167,7 +167,7 @@ print(f"sum of {SAMPLES} values of 0.3: exact {0.3 * SAMPLES:.0f}, RTN {int(code
 # 4. A tensor of N(0, 1) values has one outlier of 30. About how many grid levels do the other
 #    values use in INT4? In INT8?
 
-# %% [markdown] solution
+# %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answers**
 #
 # 1. 16 values, −8…7. The symmetric quantizer uses 15, −7…7, leaving out −8. Symmetry makes
@@ -247,8 +247,8 @@ print("unpacked:", int4lab.unpack_int4(p).tolist(), "| ran:", int4lab.last_ran("
 # The library's kernels (`kernels/pack_int4.py`, `kernels/unpack_int4.py`) follow this plan;
 # `int4lab.reveal("pack_int4")` prints one if you are stuck (and records it as revealed).
 
-# %% exercise=pack_int4
-%%exercise pack_int4
+# %% tags=["exercise"] int4lab={"slot": "pack_int4"}
+# %%exercise pack_int4
 import torch
 import triton
 import triton.language as tl
@@ -273,11 +273,12 @@ def pack_int4(q, BLOCK=1024):
     # TODO 4: launch pack_int4_kernel on (triton.cdiv(n_bytes, BLOCK),) programs; return p.
     raise NotImplementedError("pack_int4: fill in the kernel and the launcher above")
 
+
 # %%
 report = int4lab.unlock("pack_int4")
 
-# %% exercise=unpack_int4
-%%exercise unpack_int4
+# %% tags=["exercise"] int4lab={"slot": "unpack_int4"}
+# %%exercise unpack_int4
 import torch
 import triton
 import triton.language as tl
@@ -301,6 +302,7 @@ def unpack_int4(p, BLOCK=1024):
     # TODO 3: n_bytes = p.numel(); when it is 0, return q.
     # TODO 4: launch unpack_int4_kernel on (triton.cdiv(n_bytes, BLOCK),) programs; return q.
     raise NotImplementedError("unpack_int4: fill in the kernel and the launcher above")
+
 
 # %%
 report = int4lab.unlock("unpack_int4")
@@ -361,7 +363,7 @@ int4lab.progress();
 # 5. A `(4096, 4096)` INT4 matrix: how many bytes as int8 codes, and packed? What does that
 #    change for a kernel that is limited by memory bandwidth?
 
-# %% [markdown] solution
+# %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answers**
 #
 # 1. `-8 & 0xF = 8` (low nibble), `-1 & 0xF = 15` (high nibble): `8 | 15 << 4 = 248 = 0xF8`.

@@ -24,7 +24,7 @@
 #    and packs two codes per byte.
 
 # %%
-%matplotlib inline
+# %matplotlib inline
 import int4lab
 import torch
 
@@ -261,8 +261,8 @@ for step in range(5):
 # program several groups as one 2-D tile: fewer, bigger programs, which the interpreter runs
 # faster; `int4lab.reveal("quantize_int4")` shows it once you are done.)
 
-# %% exercise=quantize_int4
-%%exercise quantize_int4
+# %% tags=["exercise"] int4lab={"slot": "quantize_int4"}
+# %%exercise quantize_int4
 import torch
 import triton
 import triton.language as tl
@@ -308,6 +308,7 @@ def quantize_int4(x, granularity="row", block_size=32, rounding="nearest", seed=
     # TODO 5: return packed and the scales in the spec's shape: the 0-dim given scale for
     #         "tensor", scales.reshape(x.shape[:-1] + (nb,)) otherwise.
     raise NotImplementedError("quantize_int4: fill in the kernel and the launcher above")
+
 
 # %%
 report = int4lab.unlock("quantize_int4")
@@ -381,7 +382,7 @@ int4lab.progress();
 # 6. Your kernel uses `tl.floor(v + 0.5)`. Which values of `v` does it get wrong, and how would
 #    `unlock` notice?
 
-# %% [markdown] solution
+# %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answers**
 #
 # 1. Per row of `X`, per row of `W` and per tensor: `Y[m, n] = Σ_k s_m q_X[m,k] · t_n q_W[n,k]

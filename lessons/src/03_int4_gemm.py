@@ -18,7 +18,7 @@
 # 6. read a roofline, and write `int4_matmul`.
 
 # %%
-%matplotlib inline
+# %matplotlib inline
 import int4lab
 import torch
 
@@ -247,8 +247,8 @@ interactive_plot(l03.roofline_figure, size=(128, 16384, 128, 1024));
 # without a copy. The checks use sizes such as 31, 33, 127, 129 (no tile divides them) and
 # `K = 2048` with every code `-8`.
 
-# %% exercise=int4_matmul
-%%exercise int4_matmul
+# %% tags=["exercise"] int4lab={"slot": "int4_matmul"}
+# %%exercise int4_matmul
 import torch
 import triton
 import triton.language as tl
@@ -294,6 +294,7 @@ def int4_matmul(a, a_scale, b, b_scale, out_dtype=torch.float32):
     #         a.stride(0), a.stride(1), b.stride(0), b.stride(1), the scales' strides,
     #         c.stride(0), c.stride(1) and APPLY_SCALES=(out_dtype != torch.int32). Return c.
     raise NotImplementedError("int4_matmul: fill in the kernel and the launcher above")
+
 
 # %%
 report = int4lab.unlock("int4_matmul")
@@ -371,7 +372,7 @@ int4lab.progress();
 # 6. Your kernel passes every check except `127x129, K=254`, where the last rows of `C` are wrong.
 #    What is missing?
 
-# %% [markdown] solution
+# %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answers**
 #
 # 1. `Σ_k s_m A[m,k] · t_n B[n,k] = s_m t_n Σ_k A[m,k] B[n,k]`: `s_m` and `t_n` are the same for

@@ -20,7 +20,7 @@
 #    pass, unlock it and benchmark it.
 
 # %%
-%matplotlib inline
+# %matplotlib inline
 import int4lab
 import torch
 import triton
@@ -228,7 +228,7 @@ l04.ablation_figure()
 # 4. Why not a per-channel scale for X instead of all this?
 # 5. When does a bigger block stop helping?
 
-# %% [markdown] solution
+# %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answers**
 #
 # 1. `H_1 = [[1, 1], [1, −1]] / √2`. `H_1·H_1 = [[1+1, 1−1], [1−1, 1+1]] / 2 = I`.
@@ -279,8 +279,8 @@ l04.ablation_figure()
 # in the last bit: the checks allow a code to differ by 1 only where `xH/s` is within float
 # rounding of a `.5` boundary, and compare bit for bit on inputs whose rotation is exact.
 
-# %% exercise=hadamard_quantize
-%%exercise hadamard_quantize
+# %% tags=["exercise"] int4lab={"slot": "hadamard_quantize"}
+# %%exercise hadamard_quantize
 import math
 
 import torch
@@ -342,6 +342,7 @@ def hadamard_quantize(x, block_size=32, granularity="row", scale=None):
     #         Otherwise GRANULARITY 0 ("row") or 1 ("block"). Launch and return (packed, scales).
     raise NotImplementedError("hadamard_quantize: fill in the kernel and the launcher above")
 
+
 # %%
 report = int4lab.unlock("hadamard_quantize")
 
@@ -385,7 +386,7 @@ int4lab.progress();
 # 3. What would go wrong with `input_precision="tf32"` (the GPU default for fp32 dots)?
 # 4. The checks allow some codes to differ by 1 from the spec. Which ones, and why is that fair?
 
-# %% [markdown] solution
+# %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answers**
 #
 # 1. The rotation of every block is the same small matrix product, so one `tl.dot` of the

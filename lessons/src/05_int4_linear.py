@@ -20,7 +20,7 @@
 # There is no new kernel to write: the layer runs on the slots you unlocked in lessons 01 to 04.
 
 # %%
-%matplotlib inline
+# %matplotlib inline
 import int4lab
 import torch
 import torch.nn as nn
@@ -38,6 +38,7 @@ print("kernels run:", runtime.describe())
 
 # tokens, in_features, out_features: 4 outlier channels among 1024 inputs
 N_TOK, D_IN, D_OUT = (1024, 1024, 1024) if runtime.HAS_CUDA else ((64, 1024, 128) if FAST else (256, 1024, 256))
+
 
 # %% [markdown]
 # ## 1. `torch.autograd.Function` from scratch
@@ -103,6 +104,7 @@ print("x       ", x.tolist())
 print("s*int(x)", x_hat.tolist())
 print("grad (STE)", x.grad.tolist(), "  <- 0 where clipped")
 
+
 # %% [markdown]
 # ### Exercise (not graded): your own STE
 #
@@ -125,6 +127,7 @@ class FakeQuantSTE(torch.autograd.Function):
         # TODO 4: load the mask; return (grad_out * mask, None): no gradient for the scale
         raise NotImplementedError("FakeQuantSTE.backward")
 
+
 # %%
 def check_ste(fn):
     x = torch.linspace(-5, 5, 101, requires_grad=True)
@@ -146,7 +149,7 @@ except NotImplementedError as e:
 except AssertionError as e:
     print(f"FakeQuantSTE is not right yet: {e}")
 
-# %% [markdown] solution
+# %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **One answer**
 #
 # ```python
@@ -339,7 +342,7 @@ int4lab.progress();
 # 4. Why is `∇X` of `int4_rtn` much better than its `∇W` on inputs with outliers?
 # 5. `int4_hq_lss` has larger one-step gradient errors than `int4_hq`. Why use it at all?
 
-# %% [markdown] solution
+# %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answers**
 #
 # 1. Backward would have nothing to compute the gradients from (`ctx.saved_tensors` is empty).

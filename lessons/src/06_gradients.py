@@ -17,7 +17,7 @@
 # 5. write the two Triton kernels, `bit_split` and `lss_gather`, unlock them and benchmark them.
 
 # %%
-%matplotlib inline
+# %matplotlib inline
 import int4lab
 import torch
 
@@ -203,8 +203,8 @@ print(f"relative error of one draw: {float((g_back.cpu() - g).norm() / g.norm())
 #
 # `int4lab.reveal("bit_split")` prints the library's kernel if you are stuck.
 
-# %% exercise=bit_split
-%%exercise bit_split
+# %% tags=["exercise"] int4lab={"slot": "bit_split"}
+# %%exercise bit_split
 import torch
 import triton
 import triton.language as tl
@@ -245,6 +245,7 @@ def bit_split(g, seed=None):
     # TODO 3: seed=None -> draw one, e.g. int(torch.randint(0, 2**31 - 1, (1,))).
     # TODO 4: launch absmax_kernel, then bit_split_kernel, each on a 2-D grid (triton.cdiv).
     raise NotImplementedError("bit_split: fill in the kernels and the launcher above")
+
 
 # %%
 report = int4lab.unlock("bit_split")
@@ -369,8 +370,8 @@ print(f"probs=None keeps the {kept0.shape[0]} non-zero rows, weight {float(weigh
 # mode exactly and the sampling in distribution: keep frequencies per band of `p`, and the
 # reweighted sum of the kept rows against the full sum.
 
-# %% exercise=lss_gather
-%%exercise lss_gather
+# %% tags=["exercise"] int4lab={"slot": "lss_gather"}
+# %%exercise lss_gather
 import torch
 import triton
 import triton.language as tl
@@ -407,6 +408,7 @@ def lss_gather(codes, probs=None, seed=None, other=None):
     # TODO 3: allocate kept (M, W) uint8 and launch lss_gather_kernel when M > 0; the same for other.
     # TODO 4: index = keep.nonzero() flattened, int64; weight = 1 / probs[index] in fp32, or ones.
     raise NotImplementedError("lss_gather: fill in the kernels and the launcher above")
+
 
 # %%
 report = int4lab.unlock("lss_gather")
@@ -495,7 +497,7 @@ int4lab.progress();
 # 7. The released CUDA code keeps every non-zero row with weight 1. When is that exact, and what
 #    does it cost when few rows are zero?
 
-# %% [markdown] solution
+# %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answers**
 #
 # 1. The forward's inputs (weights, activations) change slowly and the forward can calibrate

@@ -18,7 +18,7 @@
 #    measured numbers live (`docs/RESULTS.md`).
 
 # %%
-%matplotlib inline
+# %matplotlib inline
 import int4lab
 import torch
 
@@ -218,7 +218,7 @@ else:
 # 6. Why does this lesson train with the spec on a CPU, although your Triton kernels are
 #    unlocked?
 
-# %% [markdown] solution
+# %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answers**
 #
 # 1. INT4: the three GEMMs (forward, input gradient, weight gradient) of every linear layer:

@@ -22,7 +22,7 @@ from int4lab import runtime
 from int4lab.course import l08_speed as l08
 from int4lab.widgets import interactive_plot
 
-%matplotlib inline
+# %matplotlib inline
 
 FAST = runtime.FAST            # CI runs the lessons with INT4LAB_FAST=1
 GPU = runtime.HAS_CUDA and not runtime.INTERPRET
@@ -193,7 +193,7 @@ int4lab.bench("int4_matmul");
 # 5. Why does the suite check each kernel against the spec before timing it, and why random
 #    inputs rather than zeros?
 
-# %% [markdown] solution
+# %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answers**
 #
 # 1. 512³ bf16: `2·512³ / (6·512²) ≈ 171` FLOP/byte, under the ridge (206): memory-bound. 8192³:

@@ -23,7 +23,7 @@ from int4lab import runtime
 from int4lab.course import l09_beyond as l09
 from int4lab.widgets import interactive_plot
 
-%matplotlib inline
+# %matplotlib inline
 
 FAST = runtime.FAST
 N_TOK, D = (32, 512) if FAST else (128, 1024)      # the analysis runs on the CPU, in PyTorch
@@ -178,7 +178,7 @@ interactive_plot(lambda magnitude: l09.error_figure(magnitude, n_tokens=N_TOK, d
 # 5. On an H200, you can train with INT4 (this course) or FP8. Which is faster, and which is more
 #    accurate?
 
-# %% [markdown] solution
+# %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answers**
 #
 # 1. 0, ±0.5, ±1, ±1.5, ±2, ±3, ±4, ±6: 15 values. INT4 with codes −7..7 also has 15, evenly
