@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from int4lab.train import TASK_DEFAULTS, config_for, recipe_names, train  # noqa: E402
 
-# paper Table 1 (FP / INT8 / LSQ+LUQ / HQ+LSS), from /work/shared/FACTS.md section 1
+# paper Table 1 (FP / INT8 / LSQ+LUQ / HQ+LSS); source and caveats: docs/facts.md
 PAPER = [("GLUE avg, BERT-base", "82.67", "81.45", "75.29", "80.81"),
          ("GLUE avg, BERT-large", "84.57", "82.74", "55.93", "82.25"),
          ("SQuAD v1 F1", "88.32", "88.42", "85.75", "87.60"),

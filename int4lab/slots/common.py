@@ -1,7 +1,7 @@
 """Input makers shared by the slots' checks."""
 import torch
 
-# Row counts from FACTS/GPU MODE practice: odd sizes around powers of two catch bad masks.
+# Row counts from GPU MODE practice (docs/facts.md): odd sizes near powers of two catch bad masks.
 ODD_ROWS = (1, 3, 127, 129)
 
 
