@@ -8,12 +8,15 @@ from .runtime import DEVICE
 
 if runtime.INTERPRET and runtime.HAS_TRITON:
     from . import guard as _guard
+    from . import interpreter_compat as _interpreter_compat
+    _interpreter_compat.apply()
     _guard.install()
 
 from . import registry
 from .registry import use, last_ran
 from .exercises import unlock, reveal, bench, progress
 from .doctor import doctor
+from .kernel_inspect import inspect
 
 
 from .ops import (pack_int4, unpack_int4, quantize_int4, int4_matmul, hadamard_quantize,  # noqa: E402
@@ -34,6 +37,6 @@ def which(name):
 from .exercises import register_magic as _register_magic  # noqa: E402
 _register_magic()
 
-__all__ = ["DEVICE", "use", "last_ran", "which", "unlock", "reveal", "bench", "progress", "doctor",
+__all__ = ["DEVICE", "use", "last_ran", "which", "unlock", "reveal", "bench", "progress", "doctor", "inspect",
            "pack_int4", "unpack_int4", "vector_add", "quantize_int4", "int4_matmul",
            "hadamard_quantize", "bit_split", "lss_gather"]

@@ -11,6 +11,8 @@ def main(argv=None):
         "bench": "benchmark the kernels (int4lab bench -h)",
         "grade": "grade learners' notebooks or workspaces, out of process (int4lab grade -h)",
         "student-copy": "write a copy of the course without the library's kernel bodies",
+        "inspect": "compile a slot's kernels for a GPU without one: registers, SASS loop, estimated "
+                   "bound; --layer counts a layer's launches and syncs (int4lab inspect -h)",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: int4lab COMMAND [options]\n\ncommands:")
@@ -34,6 +36,9 @@ def main(argv=None):
     if command == "student-copy":
         from .student import main as student_main
         return student_main(rest)
+    if command == "inspect":
+        from .kernel_inspect import main as inspect_main
+        return inspect_main(rest)
     return 2
 
 

@@ -5,7 +5,7 @@ import sys
 import numpy
 import torch
 
-from . import runtime
+from . import runtime, support
 
 
 def _version(name):
@@ -13,14 +13,6 @@ def _version(name):
         return __import__(name).__version__
     except ImportError:
         return None
-
-
-def _known_bad_pair(triton_version, numpy_version):
-    """Triton 3.6 with NumPy 2.4 crashes the interpreter on loops with runtime bounds
-    (upstream issue 9171); Triton 3.9 with NumPy 2.4 works."""
-    tv = tuple(int(x) for x in triton_version.split(".")[:2])
-    nv = tuple(int(x) for x in numpy_version.split(".")[:2])
-    return tv <= (3, 6) and nv >= (2, 4)
 
 
 def run_checks():
@@ -39,10 +31,24 @@ def run_checks():
                         "ships wheels for Linux x86-64: `pip install triton`. On macOS or Windows "
                         "use the spec path, or a Linux machine / Colab for the kernels.")
         return lines, problems
-    if runtime.INTERPRET and _known_bad_pair(tv, numpy.__version__):
-        problems.append(f"triton {tv} with numpy {numpy.__version__} crashes the interpreter on loops "
-                        "with runtime bounds (Triton issue 9171). Fix: `pip install 'triton>=3.9'` "
-                        "or `pip install 'numpy<2.4'`.")
+    ok, message = support.triton_status(tv)
+    lines.append(f"support     {message}")
+    if not ok:
+        problems.append(message + ".")
+    if runtime.HAS_CUDA:
+        ok, message = support.arch_status(torch.cuda.get_device_capability())
+        lines.append(f"gpu arch    {message}")
+        if not ok:
+            problems.append(message + ".")
+    if runtime.INTERPRET and support.version_tuple(tv)[:2] <= (3, 6) and \
+            support.version_tuple(numpy.__version__)[:2] >= (2, 4):
+        from . import interpreter_compat
+        lines.append("interpreter patched for triton 3.6 with numpy >= 2.4 (Triton issue 9171): "
+                     + ("on" if interpreter_compat.applied else "OFF"))
+        if not interpreter_compat.applied:
+            problems.append(f"triton {tv} with numpy {numpy.__version__} crashes the interpreter on "
+                            "loops with runtime bounds (Triton issue 9171) and int4lab could not "
+                            "patch it. Fix: `pip install 'numpy<2.4'` or `pip install 'triton>=3.9'`.")
     if not runtime.HAS_CUDA and not runtime.INTERPRET:
         problems.append("no GPU and TRITON_INTERPRET is off (it was set to 0 before int4lab was "
                         "imported). Unset it, or set TRITON_INTERPRET=1, and restart.")

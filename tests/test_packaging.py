@@ -7,6 +7,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -71,6 +73,47 @@ def test_doctor_explains_a_flag_that_is_off():
     assert r.returncode == 1 and "TRITON_INTERPRET" in r.stdout
 
 
-def test_doctor_knows_the_bad_triton_numpy_pair():
-    from int4lab.doctor import _known_bad_pair
-    assert _known_bad_pair("3.6.0", "2.4.1") and not _known_bad_pair("3.9.0", "2.4.6")
+def test_support_matrix_versions():
+    from int4lab import support
+    assert support.version_tuple("3.6.0+git12ab") == (3, 6, 0)
+    assert support.triton_status("3.6.0")[0] and support.triton_status("3.9.1")[0]
+    assert not support.triton_status("3.5.1")[0]
+    assert "newer" in support.triton_status("3.10.0")[1]
+    assert support.arch_status((9, 0))[0] and not support.arch_status((7, 5))[0]
+    assert set(support.ARCH_NAMES) == {"sm_80", "sm_86", "sm_89", "sm_90"}
+
+
+def test_pyproject_declares_the_oldest_supported_triton():
+    import tomllib
+    from int4lab import support
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    triton = [d for d in deps if d.startswith("triton")]
+    assert triton and f">={support.TRITON_MIN}" in triton[0], triton
+
+
+INDEX_LOOP = r"""
+import int4lab, torch
+from int4lab import interpreter_compat
+from int4lab.kernels.int4_matmul import int4_matmul
+from int4lab.quant import int4_matmul_spec
+a = torch.randint(0, 256, (5, 40), dtype=torch.uint8)
+s = torch.tensor(1.0)
+assert interpreter_compat.applied
+assert torch.equal(int4_matmul(a, s, a, s, out_dtype=torch.int32),
+                   int4_matmul_spec(a, s, a, s, out_dtype=torch.int32))
+print("ok")
+"""
+
+
+def test_interpreter_runs_runtime_bounded_loops_on_every_numpy():
+    """A runtime-bounded loop (int4_matmul's K loop) under the interpreter: the compat patch
+    makes Triton 3.6 work with NumPy 2.4 (Triton issue 9171); harmless elsewhere."""
+    import os
+    import subprocess
+    import sys
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("compiled on a GPU: no interpreter")
+    r = subprocess.run([sys.executable, "-c", INDEX_LOOP], capture_output=True, text=True,
+                       env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr[-2000:]

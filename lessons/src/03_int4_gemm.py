@@ -357,6 +357,47 @@ result = int4lab.bench("int4_matmul")
 int4lab.progress();
 
 # %% [markdown]
+# ## 10. What your kernel compiles to on a GPU, without a GPU
+#
+# Triton's wheels carry NVIDIA's assembler (`ptxas`) and disassembler, so a kernel compiles for a
+# GPU this machine does not have. `int4lab.inspect` compiles **your** `int4_matmul` for an
+# H100/H200 (`sm_90`) at the tile sizes your launcher picks on a GPU and reports what a
+# performance engineer reads first:
+#
+# - **registers** per thread and **spills** (registers that did not fit and went to slow memory);
+# - the **tensor-core instructions** it uses: on `sm_90` an int8 `tl.dot` becomes
+#   `IGMMA...S8.S8` (wgmma), on `sm_80` `IMMA...S8.S8`;
+# - the **main loop's instructions by class**: how many integer/bit instructions (your nibble
+#   unpacking: `& 0xF`, `>> 4`, the sign extension) the GPU must issue for each tensor-core one;
+# - a **predicted bound**, an *estimate* from the compiled code, not a measurement: time on the
+#   tensor cores, time to issue the loop's instructions (4 per cycle per SM) and time to move its
+#   bytes, per loop step; the largest wins (the model is written down in docs/PERFORMANCE.md).
+#
+# If your kernel is missing or does not compile, the cell says so and shows the library's.
+
+# %%
+from int4lab.course import compiled
+
+report = compiled.show("int4_matmul", arch="sm_90")
+
+# %% [markdown]
+# Read the loop line: for every tensor-core instruction, how many other instructions does the
+# loop issue? A GEMM whose tensor cores do the work needs only a handful (addresses, loads, a
+# barrier). Unpacking every nibble in the loop costs several integer instructions per element,
+# so the schedulers, not the tensor cores, set the pace: the estimate says **issue-bound**, and
+# the fraction is the share of the INT8 tensor-core peak it would reach. This is the price of
+# packed INT4 on a GPU without INT4 tensor cores: memory moves half a byte per value, but every
+# value must be unpacked before the INT8 tensor cores can use it. Lesson 08 looks at where a whole
+# layer's time goes.
+
+# %%
+if report is not None:
+    for k in report["kernels"]:
+        loop, p = k["loop"], k["predicted"]
+        print(f"{k['kernel']}: {loop['per_tensor_core']} other instructions per tensor-core "
+              f"instruction; estimate: {p['bound']}-bound")
+
+# %% [markdown]
 # ## Check your understanding
 #
 # 1. Why can `a_scale` be applied after the integer sum, and why would a scale per column `k`

@@ -182,6 +182,35 @@ else:
 int4lab.bench("int4_matmul");
 
 # %% [markdown]
+# ### Without a GPU: what the compiler says
+#
+# A benchmark needs a GPU; reading the compiled code does not. `int4lab.inspect` compiles a
+# kernel for an H100/H200 (`sm_90`) on this machine and estimates, from the main loop's
+# instructions, whether the tensor cores, the instruction issue or the memory would set the pace
+# (an estimate with a written-down model, never a timing). Here it is for your `int4_matmul`
+# (or the library's, if yours is not there), and for the quantizer that feeds it:
+
+# %%
+from int4lab.course import compiled
+
+gemm = compiled.show("int4_matmul", arch="sm_90")
+print()
+quant = compiled.show("quantize_int4", arch="sm_90")
+
+# %% [markdown]
+# And for a whole layer: `int4lab inspect --layer int4_hq_lss --tokens T --d D` counts, for one
+# `Int4Linear` forward + backward, the kernel launches, the host synchronisations (each `.item()`
+# or data-dependent shape makes the CPU wait for the GPU) and the full-size memory passes. Each
+# is a cost that no GEMM speed-up removes. On a CPU the counts are proxies for a GPU's (the same
+# operations run; see `int4lab/layer_counts.py`).
+
+# %%
+from int4lab import layer_counts
+
+counts = layer_counts.count_layer("int4_hq_lss", tokens=256, d=128)
+print(layer_counts.format_report(counts))
+
+# %% [markdown]
 # ### Check your understanding
 #
 # 1. A bf16 GEMM of 512³ and one of 8192³: which is memory-bound on an H200, and why does the
