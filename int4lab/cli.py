@@ -25,19 +25,19 @@ def main(argv=None):
         import int4lab
         return 0 if int4lab.doctor() else 1
     if command == "train":
-        from .train import main as train_main
+        from int4lab.training.loop import main as train_main
         return train_main(rest)
     if command == "bench":
-        from .benchsuite import main as bench_main
+        from int4lab.perf.bench import main as bench_main
         return bench_main(rest)
     if command == "grade":
-        from .grade import main as grade_main
+        from int4lab.grading.grader import main as grade_main
         return grade_main(rest)
     if command == "student-copy":
-        from .student import main as student_main
+        from int4lab.grading.student_copy import main as student_main
         return student_main(rest)
     if command == "inspect":
-        from .kernel_inspect import main as inspect_main
+        from int4lab.perf.kernel_inspect import main as inspect_main
         return inspect_main(rest)
     return 2
 

@@ -5,7 +5,7 @@ import sys
 import numpy
 import torch
 
-from . import runtime, support
+from int4lab import runtime, support
 
 
 def _version(name):
@@ -15,7 +15,7 @@ def _version(name):
         return None
 
 
-def run_checks():
+def diagnose():
     """Return (lines, problems): what was found, and what is broken with the fix for each."""
     lines, problems = [], []
     tv = _version("triton")
@@ -42,7 +42,7 @@ def run_checks():
             problems.append(message + ".")
     if runtime.INTERPRET and support.version_tuple(tv)[:2] <= (3, 6) and \
             support.version_tuple(numpy.__version__)[:2] >= (2, 4):
-        from . import interpreter_compat
+        from int4lab.interpreter import compat as interpreter_compat
         lines.append("interpreter patched for triton 3.6 with numpy >= 2.4 (Triton issue 9171): "
                      + ("on" if interpreter_compat.applied else "OFF"))
         if not interpreter_compat.applied:
@@ -53,7 +53,7 @@ def run_checks():
         problems.append("no GPU and TRITON_INTERPRET is off (it was set to 0 before int4lab was "
                         "imported). Unset it, or set TRITON_INTERPRET=1, and restart.")
         return lines, problems
-    from .kernels import known_answer as ka
+    from int4lab.kernels import known_answer as ka
     if runtime.INTERPRET and type(ka.known_answer_kernel).__name__ != "InterpretedFunction":
         problems.append("the Triton interpreter flag was set too late: kernels were decorated before "
                         "TRITON_INTERPRET=1 was set. Restart the Python kernel and `import int4lab` "
@@ -73,14 +73,14 @@ def run_checks():
                if "active drivers" in msg else "reinstall triton and check the versions above")
         problems.append(f"the known-answer kernel failed ({type(e).__name__}: {msg[:200]}); {fix}.")
     if runtime.INTERPRET:
-        from . import guard
+        from int4lab.interpreter import guard
         lines.append(f"bounds guard {'on' if guard.installed else 'off (unknown Triton internals)'}")
     return lines, problems
 
 
 def doctor() -> bool:
     """Print the report; return True when everything works."""
-    lines, problems = run_checks()
+    lines, problems = diagnose()
     print("int4lab doctor")
     for line in lines:
         print("  " + line)

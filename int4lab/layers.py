@@ -11,16 +11,25 @@ the course. The quantized operations go through int4lab.ops, so the same layer r
 PyTorch spec, the library's Triton kernels or a learner's.
 """
 import dataclasses
+from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import ops
-from .gradquant import lss_probabilities
-from .hadamard import block_hadamard
-from .quant import (LSQQuantizer, QMAX, dequantize, fake_quantize, lsq_codes, lsq_grad_scale,
-                    lsq_step_size_term, make_generator)
+from int4lab import ops
+from int4lab.spec.gradients import lss_probabilities
+from int4lab.spec.hadamard import block_hadamard
+from int4lab.spec.quantizers import (
+    QMAX,
+    LSQQuantizer,
+    dequantize,
+    fake_quantize,
+    lsq_codes,
+    lsq_grad_scale,
+    lsq_step_size_term,
+    make_generator,
+)
 
 FORWARDS = ("fp", "int8_row", "int4_rtn", "int4_lsq", "int4_hq")
 GRADS = ("fp", "int8_sr", "int4_rtn", "int4_sr", "bs_lss")
@@ -82,7 +91,7 @@ RECIPES = {r.name: r for r in (
 )}
 
 
-def get_recipe(recipe):
+def get_recipe(recipe: "Recipe | str") -> "Recipe":
     """A Recipe from its name in RECIPES, or the Recipe itself."""
     if isinstance(recipe, Recipe):
         return recipe
@@ -232,7 +241,8 @@ class Int4LinearFunction(torch.autograd.Function):
                 sx_in, sw_in = s_x.detach().float(), s_w.detach().float()
                 mx, mw = lsq_codes(rotated(xp, r), sx_in)[1], lsq_codes(rotated(wp, r), sw_in)[1]
             if r.hadamard:
-                # rotation and rounding in one call: a kernel fuses them, XH never reaches memory
+                # rotation and rounding in one call: the kernel fuses them, so XH is not written
+                # out here (with a learned LSQ scale the clip masks above rotate once more)
                 px, sx = ops.hadamard_quantize(xp, r.block_size, granularity="tensor", scale=sx_in)
                 pw, sw = ops.hadamard_quantize(wp, r.block_size, granularity="tensor", scale=sw_in)
             else:
@@ -355,32 +365,52 @@ class Int4Linear(nn.Linear):
         return f"{super().extra_repr()}, recipe={self.recipe.name!r}"
 
 
-def quantize_model(model, recipe="int4_hq_lss", skip=None):
-    """Swap the model's nn.Linear layers for Int4Linear in place (weights copied); returns the model.
+def _swappable(module: nn.Module) -> bool:
+    """An nn.Linear (or a subclass) that is not already an Int4Linear. MultiheadAttention's
+    out_proj is left alone: attention reads its weight directly, so a swap would do nothing."""
+    return (isinstance(module, nn.Linear) and not isinstance(module, Int4Linear)
+            and not isinstance(module, nn.modules.linear.NonDynamicallyQuantizableLinear))
 
-    The output head stays full precision (paper): by default the `lm_head` / `head` attribute if
-    the model has one, else the last nn.Linear. skip: names (as in named_modules) to leave alone
-    instead. Embeddings, norms and attention matmuls are not nn.Linear and stay untouched.
-    Build the optimizer after calling this: the swapped layers hold new parameters.
+
+def quantize_model(model: nn.Module, recipe: "Recipe | str" = "int4_hq_lss",
+                   filter_fn: Callable[[nn.Module, str], bool] | None = None,
+                   skip: str | Iterable[str] | None = None) -> nn.Module:
+    """Swap the model's linear layers for Int4Linear in place (weights copied); returns the model.
+
+    Which layers (torchao's convention): every nn.Linear (or subclass, not already an Int4Linear)
+    for which `filter_fn(module, fqn)` is True, fqn being its name in `model.named_modules()`.
+    With neither filter_fn nor skip, every such layer except the output head, which stays full
+    precision as in the paper: the `lm_head` / `head` attribute if the model has one, else the
+    last linear layer. skip: names to leave alone instead (each must name a linear layer of the
+    model; `skip=()` swaps the head too).
+    Embeddings, norms and attention matmuls are not nn.Linear and stay untouched. Build the
+    optimizer after calling this: the swapped layers hold new parameters.
     """
     recipe = get_recipe(recipe)
     if isinstance(model, nn.Linear):
         raise TypeError("quantize_model swaps layers inside a model; for a single layer use "
                         "Int4Linear.from_linear(linear, recipe)")
-    linears = [(n, m) for n, m in model.named_modules() if type(m) is nn.Linear]
-    if skip is None:
-        heads = [n for n in ("lm_head", "head") if isinstance(getattr(model, n, None), nn.Linear)]
+    if filter_fn is not None and not callable(filter_fn):
+        raise TypeError(f"filter_fn must be callable (module, fqn) -> bool, got {type(filter_fn).__name__}")
+    linears = [(n, m) for n, m in model.named_modules() if n and _swappable(m)]
+    names = {n for n, _ in linears}
+    if skip is None and filter_fn is None:
+        heads = [n for n in ("lm_head", "head") if n in names]
         skip = set(heads) if heads else ({linears[-1][0]} if linears else set())
     else:
-        skip = {skip} if isinstance(skip, str) else set(skip)
-        known = {n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-        if skip - known:
-            raise ValueError(f"skip names {sorted(skip - known)} are not nn.Linear modules of the model; "
-                             f"its linear layers are: {sorted(known)}")
+        skip = set() if skip is None else {skip} if isinstance(skip, str) else set(skip)
+        if skip - names:
+            raise ValueError(f"skip names {sorted(skip - names)} are not linear layers of the model; "
+                             f"its linear layers are: {sorted(names)}")
+    filter_fn = filter_fn or _always
     for name, m in linears:
-        if name in skip:
+        if name in skip or not filter_fn(m, name):
             continue
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attr, Int4Linear.from_linear(m, recipe))
     return model
+
+
+def _always(module: nn.Module, fqn: str) -> bool:
+    return True

@@ -6,6 +6,9 @@ be set before any module defining kernels is imported. `import int4lab` does tha
 """
 import importlib.util
 import os
+import tempfile
+from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -33,3 +36,55 @@ def describe() -> str:
     if HAS_CUDA and not INTERPRET:
         return f"Triton compiled on {torch.cuda.get_device_name()}"
     return "Triton interpreter on the CPU (correctness only: timings mean nothing)"
+
+
+# A student copy (`int4lab student-copy`) has no library kernels; its int4lab/ holds this marker.
+STUDENT_COPY_MARKER = "STUDENT_COPY"
+_IS_STUDENT_COPY = (Path(__file__).parent / STUDENT_COPY_MARKER).exists()   # read once: dispatch asks on every call
+
+
+def is_student_copy() -> bool:
+    """True in a copy made by `int4lab student-copy` (the library's kernel bodies removed)."""
+    return _IS_STUDENT_COPY
+
+
+def map_source_kernels() -> None:
+    """Make `int4lab.kernels` importable from a source checkout that was not installed.
+
+    The kernels live in kernels/ at the top of the repository (one module per kernel, where a
+    learner finds them) and install as `int4lab.kernels` through pyproject's package-dir
+    mapping: `pip install -e .` or `pip install .` does the mapping. With only PYTHONPATH=<repo>
+    nothing does, so map the package here, before anything imports a kernel.
+    """
+    import sys
+    if "int4lab.kernels" in sys.modules or importlib.util.find_spec("int4lab.kernels") is not None:
+        return
+    repo = Path(__file__).resolve().parents[1]
+    source = repo / "kernels"
+    pyproject = repo / "pyproject.toml"     # ours, not another package's kernels/ beside int4lab
+    if not ((source / "__init__.py").exists() and pyproject.exists()
+            and 'name = "int4lab"' in pyproject.read_text()):
+        return
+    spec = importlib.util.spec_from_file_location("int4lab.kernels", source / "__init__.py",
+                                                  submodule_search_locations=[str(source)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["int4lab.kernels"] = module
+    spec.loader.exec_module(module)
+
+
+def replace_atomically(path, write: Callable[[Path], None]) -> None:
+    """Write the file at `path` so that no reader ever sees half of it (another DDP rank building
+    the same cache, a kill mid-save): `write(tmp)` fills a unique temporary file beside it, which
+    is flushed to disk and renamed over `path` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -21,7 +21,7 @@ ARCH_NAMES = tuple(name for name, _ in ARCHS.values())
 # Known bad combinations and what int4lab does about each.
 NOTES = (
     "Triton 3.6 with NumPy >= 2.4 crashes the interpreter on loops with runtime bounds (Triton "
-    "issue 9171): int4lab patches the interpreter on import (int4lab/interpreter_compat.py).",
+    "issue 9171): int4lab patches the interpreter on import (int4lab/interpreter/compat.py).",
     "Triton 3.6's tl.dot defaults to out_dtype=float32: every int8 dot in the course says "
     "out_dtype=tl.int32.",
     "No Triton wheels for macOS or Windows: the PyTorch spec runs every lesson there.",

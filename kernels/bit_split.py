@@ -43,7 +43,8 @@ import torch
 import triton
 import triton.language as tl
 
-from int4lab.checks import require_even_last_dim, require_finite, require_float, require_tensor
+from int4lab.kernels.rounding import round_half_to_even
+from int4lab.spec.gradients import kernel_seed, validate_bit_split
 
 BLOCK_R = 32      # rows per program
 BLOCK_B = 64      # output bytes per program and row (128 input columns)
@@ -64,21 +65,11 @@ def absmax_kernel(g_ptr, amax_ptr, N, C, stride_n, stride_c,
 
 
 @triton.jit
-def round_half_even(x):
-    """torch.round for fp32: nearest integer, halves to the even neighbour (exact for |x| < 2^22)."""
-    f = tl.floor(x)
-    d = x - f                                       # in [0, 1]
-    f_is_odd = (f - 2.0 * tl.floor(f * 0.5)) != 0.0
-    up = (d > 0.5) | ((d == 0.5) & f_is_odd)
-    return tl.where(up, f + 1.0, f)
-
-
-@triton.jit
 def _split(g, s, u):
     """hi and lo (fp32 holding integers) of g (fp32) for scale s and noise u in [-1/2, 1/2)."""
     v = g * s
-    hi = tl.minimum(tl.maximum(round_half_even(tl.math.div_rn(v, 14.0)), -6.0), 6.0)
-    lo = tl.minimum(tl.maximum(round_half_even((v - 14.0 * hi) + u), -6.0), 6.0)
+    hi = tl.minimum(tl.maximum(round_half_to_even(tl.math.div_rn(v, 14.0)), -6.0), 6.0)
+    lo = tl.minimum(tl.maximum(round_half_to_even((v - 14.0 * hi) + u), -6.0), 6.0)
     return hi, lo
 
 
@@ -122,26 +113,13 @@ def bit_split_kernel(g_ptr, amax_ptr, hi_ptr, lo_ptr, scale_hi_ptr, scale_lo_ptr
     tl.store(lo_ptr + out, lo_byte.to(tl.uint8), mask=mask)
 
 
-def _kernel_seed(seed):
-    """A non-negative 31-bit seed for tl.rand; seed=None draws a fresh one (like the spec)."""
-    if seed is None:
-        return torch.Generator().seed() % (2**31 - 1)     # fresh OS entropy, no global state
-    return int(seed) % (2**31 - 1)
-
-
 def bit_split(g: torch.Tensor, seed=None):
     """Launcher: validate, find max|g| (pass 1), split and pack (pass 2).
 
     Returns (hi packed (N, C/2) uint8, lo packed (N, C/2) uint8, scale_hi, scale_lo), the
     scales 0-dim fp32 tensors with g ~ hi * scale_hi + lo * scale_lo.
     """
-    # the same validation as int4lab.gradquant.bit_split_spec, in the same order
-    require_tensor(g, "g")
-    if g.dim() != 2:
-        raise ValueError(f"g must be 2-D (N, C), got shape {tuple(g.shape)}")
-    require_even_last_dim(g, "g")
-    require_float(g, "g")
-    require_finite(g, "g")
+    validate_bit_split(g, seed)                  # the spec's own checks: the same messages
     # fp16/fp32 are read as they are and widened in registers. fp64 becomes fp32 first, as in
     # the spec; bf16 too on the CPU, where the interpreter has no bf16 (exact either way).
     if g.dtype == torch.float64 or (g.dtype == torch.bfloat16 and g.device.type == "cpu"):
@@ -158,5 +136,5 @@ def bit_split(g: torch.Tensor, seed=None):
     absmax_kernel[grid1](g, amax, N, C, g.stride(0), g.stride(1), BLOCK_R=BLOCK_R, BLOCK_C=2 * BLOCK_B)
     grid2 = (triton.cdiv(N, BLOCK_R), triton.cdiv(C // 2, BLOCK_B))
     bit_split_kernel[grid2](g, amax, hi, lo, scale_hi, scale_lo, N, C, g.stride(0), g.stride(1),
-                            _kernel_seed(seed), BLOCK_R=BLOCK_R, BLOCK_B=BLOCK_B)
+                            kernel_seed(seed), BLOCK_R=BLOCK_R, BLOCK_B=BLOCK_B)
     return hi, lo, scale_hi, scale_lo

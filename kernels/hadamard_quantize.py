@@ -1,6 +1,6 @@
 """Block Hadamard rotation fused with INT4 quantize and pack: x (..., K) -> (packed (..., K/2), scales).
 
-What it computes (the spec is int4lab.hadamard.hadamard_quantize_spec): y = x @ BlockDiag(H, ..., H)
+What it computes (the spec is int4lab.spec.hadamard.hadamard_quantize_spec): y = x @ BlockDiag(H, ..., H)
 along the last dim, H the normalized block_size x block_size Sylvester Hadamard matrix, then
 y is quantized to INT4 with round-to-nearest (ties to even) and packed two codes per byte,
 exactly as quantize_int4 would do with y:
@@ -15,7 +15,7 @@ packed bytes and scales are written once. A program owns BLOCK_R whole rows, loa
 (BLOCK_R, KP) tile (KP = K rounded up to a power of two, the padding masked to zero). Seen as
 (BLOCK_R * KP / block_size, block_size), each row of that view is one Hadamard block, so the
 whole rotation is ONE tl.dot with the (block_size, block_size) matrix H; padded blocks are zero
-and stay zero. H is built once by the launcher (int4lab.hadamard.hadamard_matrix, fp32) and
+and stay zero. H is built once by the launcher (int4lab.spec.hadamard.hadamard_matrix, fp32) and
 read by every program. Because the program holds whole rotated rows, it knows each row's max
 before it writes a single code: the per-row (and per-block) scale costs no second pass. The
 rotated tile is then viewed as (BLOCK_R, KP / 2, 2) and tl.split separates codes 2j and 2j+1,
@@ -39,22 +39,13 @@ import torch
 import triton
 import triton.language as tl
 
-from int4lab.hadamard import hadamard_matrix, validate_hadamard_quantize
-from int4lab.quant import QMAX, _as_scale, absmax_scale
+from int4lab.kernels.rounding import round_half_to_even
+from int4lab.spec.hadamard import hadamard_matrix, validate_hadamard_quantize
+from int4lab.spec.quantizers import QMAX, _as_scale, absmax_scale
 
 BLOCK_SIZES = (16, 32, 64, 128)
 QBLOCK = 32          # the spec's quantization block for granularity "block"
 TILE = 4096          # values per program
-
-
-@triton.jit
-def round_half_to_even(v):
-    """torch.round: round to nearest, exact ties (x.5) to the even neighbour."""
-    f = tl.floor(v)
-    d = v - f
-    f_is_odd = (f - 2.0 * tl.floor(f * 0.5)) != 0.0
-    up = (d > 0.5) | ((d == 0.5) & f_is_odd)
-    return tl.where(up, f + 1.0, f)
 
 
 @triton.jit

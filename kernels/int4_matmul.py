@@ -1,7 +1,7 @@
 """INT4 x INT4 matrix multiply on INT8 tensor cores, with the scales applied in the epilogue.
 
 What it computes: A is (M, K/2) and B is (N, K/2), both uint8, each byte holding two INT4 codes
-along K (element 2j in the low nibble, element 2j+1 in the high nibble; see int4lab/packing.py).
+along K (element 2j in the low nibble, element 2j+1 in the high nibble; see int4lab/spec/packing.py).
 B is laid out like an nn.Linear weight, (out, in), so the product is A·Bᵀ:
 
     C[m, n] = (sum_k A_codes[m, k] * B_codes[n, k]) * a_scale[m] * b_scale[n]
@@ -41,7 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
-from int4lab.quant import validate_int4_matmul
+from int4lab.spec.quantizers import validate_int4_matmul
 
 
 @triton.jit

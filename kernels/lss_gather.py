@@ -39,7 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from int4lab.gradquant import validate_lss_gather
+from int4lab.spec.gradients import kernel_seed, validate_lss_gather
 
 BLOCK_R = 64      # rows per program
 BLOCK_B = 128     # bytes per program and row
@@ -98,13 +98,6 @@ def lss_gather_kernel(src_ptr, dst_ptr, keep_ptr, pos_ptr, probs_ptr, index_ptr,
             tl.store(weight_ptr + dst_rows, w, mask=kept)
 
 
-def _kernel_seed(seed):
-    """A non-negative 31-bit seed for tl.rand; seed=None draws a fresh one (like the spec)."""
-    if seed is None:
-        return torch.Generator().seed() % (2**31 - 1)     # fresh OS entropy, no global state
-    return int(seed) % (2**31 - 1)
-
-
 def _gather(src, keep, pos, n_kept, probs=None, index=None, weight=None):
     R, W = src.shape
     dst = torch.empty((n_kept, W), dtype=src.dtype, device=src.device)
@@ -133,7 +126,7 @@ def lss_gather(codes: torch.Tensor, probs=None, seed=None, other=None):
     if R:
         lss_keep_kernel[(triton.cdiv(R, BLOCK_R),)](
             codes, probs if probs is not None else keep, keep, R, W,
-            codes.stride(0), codes.stride(1), _kernel_seed(seed) if probs is not None else 0,
+            codes.stride(0), codes.stride(1), kernel_seed(seed) if probs is not None else 0,
             SAMPLE=probs is not None, BLOCK_R=BLOCK_R, BLOCK_B=BLOCK_B)
     pos = torch.cumsum(keep, dim=0)              # int64: row i goes to pos[i] - 1 when kept
     n_kept = int(pos[-1]) if R else 0

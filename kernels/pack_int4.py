@@ -31,7 +31,7 @@ def pack_int4_kernel(q_ptr, p_ptr, n_bytes, BLOCK: tl.constexpr):
 
 def pack_int4(q: torch.Tensor, BLOCK: int = 1024) -> torch.Tensor:
     """Launcher: validate, flatten, launch one program per BLOCK output bytes."""
-    from int4lab.packing import validate_pack
+    from int4lab.spec.packing import validate_pack
     validate_pack(q)
     q = q.contiguous()
     p = torch.empty((*q.shape[:-1], q.shape[-1] // 2), dtype=torch.uint8, device=q.device)

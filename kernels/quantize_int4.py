@@ -1,6 +1,6 @@
 """Quantize to INT4 and pack, in one pass: x (..., K) float -> (packed (..., K/2) uint8, fp32 scales).
 
-What it computes (the spec is int4lab.quant.quantize_int4_spec): each group of values gets a
+What it computes (the spec is int4lab.spec.quantizers.quantize_int4_spec): each group of values gets a
 scale s = max|x| / 7 (s = 1 for an all-zero group, whose codes are 0 anyway), or a given
 per-tensor scale; each value becomes the code q = round(clamp(x / s, -7, 7)), an integer in
 [-7, 7]; codes 2j and 2j+1 of a row share byte j (2j in the low nibble, as pack_int4).
@@ -44,19 +44,10 @@ import torch
 import triton
 import triton.language as tl
 
-from int4lab.quant import QMAX, _as_scale, absmax_scale, validate_quantize_int4
+from int4lab.kernels.rounding import round_half_to_even
+from int4lab.spec.quantizers import QMAX, _as_scale, absmax_scale, validate_quantize_int4
 
 TILE = 4096          # values per program: few programs for the interpreter, few registers on a GPU
-
-
-@triton.jit
-def round_half_to_even(v):
-    """torch.round: round to nearest, exact ties (x.5) to the even neighbour."""
-    f = tl.floor(v)
-    d = v - f                                        # in [0, 1), exact for |v| < 2**23
-    f_is_odd = (f - 2.0 * tl.floor(f * 0.5)) != 0.0
-    up = (d > 0.5) | ((d == 0.5) & f_is_odd)
-    return tl.where(up, f + 1.0, f)
 
 
 @triton.jit

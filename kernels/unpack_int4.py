@@ -31,7 +31,7 @@ def unpack_int4_kernel(p_ptr, q_ptr, n_bytes, BLOCK: tl.constexpr):
 
 def unpack_int4(p: torch.Tensor, BLOCK: int = 1024) -> torch.Tensor:
     """Launcher: validate, flatten, launch one program per BLOCK input bytes."""
-    from int4lab.packing import validate_unpack
+    from int4lab.spec.packing import validate_unpack
     validate_unpack(p)
     p = p.contiguous()
     q = torch.empty((*p.shape[:-1], 2 * p.shape[-1]), dtype=torch.int8, device=p.device)

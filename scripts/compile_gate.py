@@ -19,7 +19,7 @@ from pathlib import Path
 import triton
 
 import int4lab  # noqa: F401  (sets up the interpreter the launchers are recorded under)
-from int4lab import kernel_inspect as ki
+from int4lab.perf import kernel_inspect as ki
 
 ROOT = Path(__file__).resolve().parents[1]
 # The slots whose kernels are GEMMs: their main loop must hold integer tensor-core instructions.

@@ -21,15 +21,21 @@ else
     if [ "$(id -u)" != 0 ] && [ -z "$SUDO" ]; then
         echo "install_browser: no $CHROMIUM and not root (no passwordless sudo): browser tests will skip"
     else
-        echo "install_browser: installing chromium with apt-get (quietly)"
+        echo "install_browser: installing chromium with apt-get (quietly; log in ${TMPDIR:-/tmp}/int4lab-apt.log)"
         export DEBIAN_FRONTEND=noninteractive
-        if ! { timeout 900 $SUDO apt-get update -qq >/dev/null 2>&1 \
-               && timeout 900 $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; }; then
-            echo "install_browser: apt-get install chromium failed (no network or no such package?): browser tests will skip"
-        elif [ -x "$CHROMIUM" ]; then
+        log=${TMPDIR:-/tmp}/int4lab-apt.log
+        # stdin from /dev/null: `timeout` runs apt in a background process group, and from an
+        # interactive terminal any read of the tty (dpkg, debconf) would stop it (SIGTTIN) until
+        # the time-out. --foreground lets the timed-out command receive the terminal's signals.
+        timeout --foreground 900 $SUDO apt-get update -qq </dev/null >"$log" 2>&1
+        timeout --foreground 900 $SUDO apt-get install -y -qq --no-install-recommends \
+            -o Dpkg::Options::=--force-confold chromium </dev/null >>"$log" 2>&1
+        rc=$?
+        # judge by the result, not the exit code: an install can finish and still exit non-zero
+        if [ -x "$CHROMIUM" ]; then
             echo "install_browser: chromium installed ($CHROMIUM)"
         else
-            echo "install_browser: apt-get installed chromium but $CHROMIUM is missing: browser tests will skip"
+            echo "install_browser: apt-get install chromium failed (exit $rc; see $log): browser tests will skip"
         fi
     fi
 fi

@@ -4,7 +4,7 @@
     python scripts/make_results.py --tasks digits --seeds 0
 
 Each finished run is kept as JSON under --runs (default runs/make_results/), so an interrupted
-invocation picks up where it stopped; --fresh discards them. The settings are int4lab.train's
+invocation picks up where it stopped; --fresh discards them. The settings are int4lab.training.loop's
 TASK_DEFAULTS, the same for every recipe: the fp32 baseline gets exactly the budget the INT4
 recipes get.
 """
@@ -23,7 +23,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from int4lab.train import TASK_DEFAULTS, config_for, recipe_names, train  # noqa: E402
+from int4lab.training.loop import TASK_DEFAULTS, config_for, recipe_names, train  # noqa: E402
 
 # paper Table 1 (FP / INT8 / LSQ+LUQ / HQ+LSS); source and caveats: docs/facts.md
 PAPER = [("GLUE avg, BERT-base", "82.67", "81.45", "75.29", "80.81"),
@@ -95,7 +95,8 @@ def machine():
     except OSError:
         pass
     n = torch.get_num_threads()
-    return (f"{cpu}, {os.cpu_count()} cores, {n} thread{'s' if n > 1 else ''} used; Python {platform.python_version()}, "
+    return (f"{cpu}, {os.cpu_count()} cores, {n} thread{'s' if n > 1 else ''} used; "
+            f"Python {platform.python_version()}, "
             f"torch {torch.__version__}, {platform.system()}")
 
 

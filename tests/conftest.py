@@ -19,7 +19,7 @@ torch.set_num_threads(1)
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """A fresh learner home, with the registry's in-memory learner state saved and restored."""
-    from int4lab import registry
+    from int4lab.exercises import registry
     monkeypatch.setenv("INT4LAB_HOME", str(tmp_path))
     saved = dict(registry._learner), set(registry._looked_up)
     registry._learner.clear()

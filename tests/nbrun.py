@@ -19,7 +19,7 @@ def lesson_paths():
 def library_source(slot):
     """kernels/<module>.py of a slot: what a learner who solved the exercise would have written."""
     import int4lab
-    module = int4lab.registry.get(slot).triton.split(":")[0]
+    module = int4lab.exercises.registry.get(slot).triton.split(":")[0]
     return Path(importlib.util.find_spec(module).origin).read_text()
 
 

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from int4lab import benchsuite as bench
+from int4lab.perf import bench
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,7 @@ import torch
 from matplotlib.figure import Figure
 
 from int4lab.course import l02_quantizers as l02
-from int4lab.quant import QMAX, lsq_init_scale
-
-
+from int4lab.spec.quantizers import QMAX, lsq_init_scale
 
 
 def test_helpers_restore_the_thread_count():

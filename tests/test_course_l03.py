@@ -3,10 +3,8 @@ import pytest
 import torch
 
 from int4lab.course import l03_gemm as l03
-from int4lab.packing import pack_int4
-from int4lab.quant import int4_matmul_spec, quantize
-
-
+from int4lab.spec.packing import pack_int4
+from int4lab.spec.quantizers import int4_matmul_spec, quantize
 
 
 def test_exact_k_bounds():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from int4lab.course import l04_hadamard as l04
-from int4lab.hadamard import hadamard_matrix, quantization_error
+from int4lab.spec.hadamard import hadamard_matrix, quantization_error
 
 
 def test_make_activations_has_the_outliers_it_says():

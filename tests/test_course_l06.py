@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import int4lab
-from int4lab import gradquant as gq
 from int4lab.course import l06_gradients as l06
-from int4lab.models import GPT, GPTConfig
+from int4lab.spec import gradients as gq
+from int4lab.training.models import GPT, GPTConfig
 
 
 def gen(seed=0):

@@ -72,7 +72,7 @@ def test_loss_curves_figure_shows_the_chosen_recipes():
     assert len(fig.axes) == 2 and all(len(ax.lines) == 3 for ax in fig.axes)
     fig = l07.loss_curves_figure(res, ["fp32", "int4_hq_lss", "not_run"], metric="val_acc")
     ax = fig.axes[0]
-    assert [l.get_label() for l in ax.lines] == ["fp32", "int4_hq_lss"]
+    assert [line.get_label() for line in ax.lines] == ["fp32", "int4_hq_lss"]
     assert list(ax.lines[0].get_ydata()) == pytest.approx([10, 30, 50])
     assert len(l07.loss_curves_figure(res, [], "train_loss").axes[1].lines) == 0
     with pytest.raises(ValueError):

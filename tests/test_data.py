@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from int4lab import data as D
+from int4lab.training import data as D
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from int4lab.train import config_for, recipe_names, train
+from int4lab.training.loop import config_for, recipe_names, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -16,7 +16,7 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path):
     # int4_hq_lss, when present, also exercises the LSQ scale averaging during warm-up: train()
     # raises if the two replicas end with different parameters
     recipes = ["fp32"] + [r for r in ("int4_hq_lss",) if r in recipe_names()]
-    cmd = [sys.executable, "-m", "int4lab.train", "--nproc", "2", "--task", "digits", "--recipes",
+    cmd = [sys.executable, "-m", "int4lab.training.loop", "--nproc", "2", "--task", "digits", "--recipes",
            ",".join(recipes), "--steps", str(steps), "--out", str(tmp_path), "--no-progress", "--device", "cpu"]
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "OMP_NUM_THREADS": "1"}

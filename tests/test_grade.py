@@ -4,26 +4,27 @@ import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
-
 import wrong_kernels
-from int4lab import grade, registry
 from nbrun import library_source
+
+from int4lab.exercises import registry
+from int4lab.grading import grader as grade
 
 PACK = ["pack_int4", "unpack_int4"]
 
 FORGERY = '''
 import json, os, pathlib
-import int4lab, int4lab.compare, int4lab.exercises, torch
+import int4lab, int4lab.exercises.compare, int4lab.exercises.learner, torch
 # 1. a forged progress file
 home = pathlib.Path(os.environ.get("INT4LAB_HOME", "."))
 home.mkdir(parents=True, exist_ok=True)
 (home / "progress.json").write_text(json.dumps({"slots": {"pack_int4": {"unlocked": True, "sha256": "x"}}}))
 # 2. patch the checks and torch to say "equal" everywhere
-int4lab.compare.exact = lambda *a, **k: None
-int4lab.exercises.run_checks = lambda *a, **k: []
+int4lab.exercises.compare.exact = lambda *a, **k: None
+int4lab.exercises.learner.run_checks = lambda *a, **k: []
 torch.equal = lambda *a, **k: True
 # 3. call the library's own implementation
-from int4lab.packing import pack_int4 as _spec
+from int4lab.spec.packing import pack_int4 as _spec
 
 def pack_int4(q):
     try:

@@ -2,12 +2,21 @@
 import pytest
 import torch
 
-from int4lab.gradquant import (bit_split, bit_split_dequantize, bit_split_mean, bit_split_spec,
-                               input_grad_probs, lss_gather_spec, lss_input_grad, lss_probabilities,
-                               lss_variance, lss_weight_grad, stack_bit_split, weight_grad_probs)
-from int4lab.packing import pack_int4, unpack_int4
-
-
+from int4lab.spec.gradients import (
+    bit_split,
+    bit_split_dequantize,
+    bit_split_mean,
+    bit_split_spec,
+    input_grad_probs,
+    lss_gather_spec,
+    lss_input_grad,
+    lss_probabilities,
+    lss_variance,
+    lss_weight_grad,
+    stack_bit_split,
+    weight_grad_probs,
+)
+from int4lab.spec.packing import pack_int4, unpack_int4
 
 
 def gen(seed):

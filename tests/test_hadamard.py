@@ -4,11 +4,16 @@ import math
 import pytest
 import torch
 
-from int4lab.hadamard import (block_hadamard, hadamard_matrix, hadamard_quantize_spec, hq_fake_quantize,
-                              hq_matmul, quantization_error, search_block_size)
-from int4lab.quant import dequantize, quantize, quantize_int4_spec
-
-
+from int4lab.spec.hadamard import (
+    block_hadamard,
+    hadamard_matrix,
+    hadamard_quantize_spec,
+    hq_fake_quantize,
+    hq_matmul,
+    quantization_error,
+    search_block_size,
+)
+from int4lab.spec.quantizers import dequantize, quantize, quantize_int4_spec
 
 
 def randn(*shape, seed=0):

@@ -17,8 +17,10 @@ import pytest
 import torch
 
 import int4lab  # noqa: F401  (first: sets TRITON_INTERPRET before the test kernels are decorated)
-from int4lab import kernel_inspect as ki
-from int4lab import registry, runtime, student
+from int4lab import runtime
+from int4lab.exercises import registry
+from int4lab.grading import student_copy as student
+from int4lab.perf import kernel_inspect as ki
 
 sys.path.insert(0, os.path.dirname(__file__))       # tests/inspect_kernels.py, after int4lab
 import inspect_kernels as K
@@ -216,11 +218,11 @@ def test_cli_learner_kernel(home, tmp_path, capsys):
 
 
 def test_cli_layer_is_passed_on(monkeypatch):
-    """--layer belongs to int4lab.layer_counts: inspect only hands its arguments over."""
+    """--layer belongs to int4lab.perf.layer_counts: inspect only hands its arguments over."""
     seen = {}
-    fake = types.ModuleType("int4lab.layer_counts")
+    fake = types.ModuleType("int4lab.perf.layer_counts")
     fake.main_from_args = lambda args: seen.setdefault("args", args) and 7
-    monkeypatch.setitem(sys.modules, "int4lab.layer_counts", fake)
+    monkeypatch.setitem(sys.modules, "int4lab.perf.layer_counts", fake)
     assert ki.main(["--layer", "int4_hq", "--tokens", "64", "--d", "32"]) == 7
     assert (seen["args"].layer, seen["args"].tokens, seen["args"].d) == ("int4_hq", 64, 32)
 
@@ -270,7 +272,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import make_backend
 from triton.runtime.jit import create_function_from_signature
 from int4lab.kernels.int4_matmul import GPU_CONFIG, int4_matmul_kernel as k
-from int4lab import kernel_inspect as ki
+from int4lab.perf import kernel_inspect as ki
 a = torch.zeros(64, 32, dtype=torch.uint8); c = torch.zeros(64, 48, dtype=torch.bfloat16)
 args = [a, a, torch.ones(64), torch.ones(48), c, 64, 48, 33, 32, 1, 32, 1, 1, 0, 48, 1]
 kwargs = dict(APPLY_SCALES=True, **GPU_CONFIG)
@@ -390,8 +392,9 @@ def test_lesson_helper_says_when_it_falls_back_to_the_library(home, capsys):
 
 def test_lesson_helper_compiles_the_learners_kernel(home, capsys):
     from pathlib import Path
-    from int4lab import store
+
     from int4lab.course import compiled
+    from int4lab.exercises import workspace as store
     src = Path(__file__).resolve().parents[1] / "kernels" / "int4_matmul.py"
     path = store.workspace_file("int4_matmul")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -403,8 +406,8 @@ def test_lesson_helper_compiles_the_learners_kernel(home, capsys):
 
 
 def test_lesson_helper_reports_a_learner_kernel_that_does_not_compile(home, capsys):
-    from int4lab import store
     from int4lab.course import compiled
+    from int4lab.exercises import workspace as store
     path = store.workspace_file("int4_matmul")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("import triton\nimport triton.language as tl\n\n@triton.jit\n"

@@ -9,15 +9,17 @@ import math
 
 import pytest
 import torch
+import wrong_kernels
 
 import int4lab
-from int4lab import exercises, registry, runtime
-from int4lab.gradquant import bit_split_mean, bit_split_spec, lss_gather_spec
+from int4lab import runtime
+from int4lab.exercises import learner as exercises
+from int4lab.exercises import registry
+from int4lab.exercises.slots.gradients import _lo_stochastic, _split_reference
 from int4lab.kernels.bit_split import bit_split
 from int4lab.kernels.lss_gather import lss_gather
-from int4lab.packing import pack_int4, unpack_int4
-from int4lab.slots.gradients import _lo_stochastic, _split_reference
-import wrong_kernels
+from int4lab.spec.gradients import bit_split_mean, bit_split_spec, lss_gather_spec
+from int4lab.spec.packing import pack_int4, unpack_int4
 
 ON_GPU = runtime.HAS_CUDA and not runtime.INTERPRET
 DEVICE = runtime.DEVICE
@@ -330,7 +332,8 @@ def test_library_kernels_work_as_learner_files(home):
     """The kernel modules are self-contained: pasted into a learner's file they import and run
     on their own, and dispatch then runs them as the learner's."""
     import importlib.util
-    from int4lab import store
+
+    from int4lab.exercises import workspace as store
     g = sparse_grad(5, 12)
     for slot in ("bit_split", "lss_gather"):
         module = registry.get(slot).triton.split(":")[0]

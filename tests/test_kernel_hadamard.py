@@ -8,19 +8,16 @@ the comparison is bit for bit.
 """
 import pytest
 import torch
-
-import int4lab
-from int4lab import exercises, registry
-from int4lab.hadamard import block_hadamard, hadamard_quantize_spec
-from int4lab.kernels import hadamard_quantize as kh
-from int4lab.packing import unpack_int4
-from int4lab.quant import quantize_int4_spec
-from int4lab.slots import hadamard as slot_mod
 import wrong_kernels
 
-
-
-
+import int4lab
+from int4lab.exercises import learner as exercises
+from int4lab.exercises import registry
+from int4lab.exercises.slots import hadamard as slot_mod
+from int4lab.kernels import hadamard_quantize as kh
+from int4lab.spec.hadamard import block_hadamard, hadamard_quantize_spec
+from int4lab.spec.packing import unpack_int4
+from int4lab.spec.quantizers import quantize_int4_spec
 
 
 def randn(*shape, seed=0, dtype=torch.float32):
@@ -149,7 +146,7 @@ def test_the_compare_allows_boundary_flips_only():
     far = ((v.abs() - v.abs().floor() - 0.5).abs() > 0.3).nonzero()[0].tolist()
     bad = codes.clone()
     bad[tuple(far)] += 1 if bad[tuple(far)] < 7 else -1
-    from int4lab.packing import pack_int4
+    from int4lab.spec.packing import pack_int4
     m = slot_mod._close(expected, (pack_int4(bad), expected[1]), (x, 32), {})
     assert m is not None and "beyond float rounding" in m.message
     # scales off by 1e-4 relative: rejected

@@ -2,13 +2,15 @@
 hints and wrong kernels, dispatch, and the benchmark definition."""
 import pytest
 import torch
+import wrong_kernels
 
 import int4lab
-from int4lab import exercises, registry, runtime
+from int4lab import runtime
+from int4lab.exercises import learner as exercises
+from int4lab.exercises import registry
 from int4lab.kernels.int4_matmul import int4_matmul
-from int4lab.packing import pack_int4, unpack_int4
-from int4lab.quant import int4_matmul_spec
-import wrong_kernels
+from int4lab.spec.packing import pack_int4, unpack_int4
+from int4lab.spec.quantizers import int4_matmul_spec
 
 ON_GPU = runtime.HAS_CUDA and not runtime.INTERPRET
 DEVICE = runtime.DEVICE

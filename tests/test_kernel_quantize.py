@@ -1,18 +1,15 @@
 """The quantize_int4 kernel (Triton's interpreter on CPU) against the spec, its slot and wrong kernels."""
 import pytest
 import torch
-
-import int4lab
-from int4lab import exercises, registry
-from int4lab.kernels import quantize_int4 as kq
-from int4lab.packing import unpack_int4
-from int4lab.quant import quantize_int4_spec
-from int4lab.slots import quantize as slot_mod
 import wrong_kernels
 
-
-
-
+import int4lab
+from int4lab.exercises import learner as exercises
+from int4lab.exercises import registry
+from int4lab.exercises.slots import quantize as slot_mod
+from int4lab.kernels import quantize_int4 as kq
+from int4lab.spec.packing import unpack_int4
+from int4lab.spec.quantizers import quantize_int4_spec
 
 
 def randn(*shape, seed=0, dtype=torch.float32):

@@ -11,8 +11,6 @@ import int4lab
 from int4lab.layers import Int4Linear
 
 
-
-
 def layer_and_input(recipe="int4_hq_lss"):
     torch.manual_seed(0)
     layer = Int4Linear(64, 32, recipe=recipe)

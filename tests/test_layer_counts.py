@@ -1,4 +1,4 @@
-"""int4lab.layer_counts: launches, host syncs and full passes of one Int4Linear step."""
+"""int4lab.perf.layer_counts: launches, host syncs and full passes of one Int4Linear step."""
 import argparse
 import json
 
@@ -6,9 +6,11 @@ import pytest
 import torch
 
 import int4lab
-from int4lab import layer_counts, registry, runtime
-from int4lab.layer_counts import Counter, count_layer, full_numel, main_from_args
+from int4lab import runtime
+from int4lab.exercises import registry
 from int4lab.layers import RECIPES
+from int4lab.perf import layer_counts
+from int4lab.perf.layer_counts import Counter, count_layer, full_numel, main_from_args
 
 TOKENS, D = 256, 128
 
@@ -90,12 +92,12 @@ def test_a_triton_launch_is_counted():
 
 
 def test_counter_restores_what_it_patched():
-    before = (registry.resolve, torch.Tensor.__dict__.get("tolist"), getattr(torch.Tensor, "cpu"))
+    before = (registry.resolve, torch.Tensor.__dict__.get("tolist"), torch.Tensor.cpu)
     with Counter(1):
         assert registry.resolve is not before[0]
     assert registry.resolve is before[0]
     assert torch.Tensor.__dict__.get("tolist") is before[1]
-    assert getattr(torch.Tensor, "cpu") == before[2]
+    assert torch.Tensor.cpu == before[2]
     if runtime.triton_usable():
         from triton.runtime.interpreter import InterpretedFunction
         from triton.runtime.jit import JITFunction

@@ -6,12 +6,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from int4lab.gradquant import bit_split_mean
-from int4lab.hadamard import block_hadamard
+import int4lab
 from int4lab.layers import RECIPES, Int4Linear, Recipe, get_recipe, quantize_model
-from int4lab.quant import lsq_quantize
-
-
+from int4lab.spec.gradients import bit_split_mean
+from int4lab.spec.hadamard import block_hadamard
+from int4lab.spec.quantizers import lsq_quantize
 
 
 def rel(a, b):
@@ -347,7 +346,28 @@ def test_quantize_model_swaps_the_right_layers_and_trains():
     seq2 = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
     quantize_model(seq2, "int8", skip=["0"])
     assert type(seq2[0]) is nn.Linear and isinstance(seq2[2], Int4Linear)
-    with pytest.raises(ValueError, match="not nn.Linear"):
+    with pytest.raises(ValueError, match="not linear layers"):
         quantize_model(nn.Sequential(nn.Linear(4, 4)), "int8", skip=["head"])
     with pytest.raises(TypeError, match="from_linear"):
         quantize_model(nn.Linear(4, 4), "int8")
+
+
+def test_quantize_model_filter_fn_follows_torchaos_convention():
+    model = TinyLM()
+    seen = []
+
+    def only_blocks(module, fqn):
+        seen.append((type(module).__name__, fqn))
+        return fqn.startswith("blocks.")
+
+    int4lab.quantize_model(model, "int4_hq", filter_fn=only_blocks)
+    assert isinstance(model.blocks[0], Int4Linear) and isinstance(model.blocks[2], Int4Linear)
+    assert type(model.lm_head) is nn.Linear                  # filter_fn said no
+    assert ("Linear", "lm_head") in seen
+    # a second call leaves Int4Linear alone (one type check for swapping and for skip)
+    int4lab.quantize_model(model, "int4_hq", skip=())
+    assert isinstance(model.lm_head, Int4Linear) and model.blocks[0].recipe.name == "int4_hq"
+    with pytest.raises(ValueError, match="not linear layers"):
+        int4lab.quantize_model(TinyLM(), skip=["wte"])
+    with pytest.raises(TypeError, match="filter_fn must be callable"):
+        int4lab.quantize_model(TinyLM(), filter_fn="blocks")

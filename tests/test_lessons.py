@@ -13,7 +13,6 @@ import warnings
 import nbformat
 import pytest
 from nbformat.warnings import DuplicateCellId, MissingIDFieldWarning
-
 from nbrun import LESSONS, ROOT, execute, exercise_cells, lesson_paths, outputs_text, read, with_solutions
 
 BUDGET_S = 120

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from int4lab.models import GPT, GPTConfig, ViT, ViTConfig
+from int4lab.training.models import GPT, GPTConfig, ViT, ViTConfig
 
 
 def n_params(m):

@@ -4,10 +4,10 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def test_ci_runs_the_readme_test_command():
 def test_core_imports_without_notebook_packages():
     code = ("import sys\n"
             "for m in ('ipywidgets', 'matplotlib', 'IPython', 'jupyterlab', 'sklearn'): sys.modules[m] = None\n"
-            "import int4lab, int4lab.layers, int4lab.train\n"
+            "import int4lab, int4lab.layers, int4lab.training.loop\n"
             "print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip() == "ok", r.stderr[-2000:]
@@ -85,6 +85,7 @@ def test_support_matrix_versions():
 
 def test_pyproject_declares_the_oldest_supported_triton():
     import tomllib
+
     from int4lab import support
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     triton = [d for d in deps if d.startswith("triton")]
@@ -93,9 +94,9 @@ def test_pyproject_declares_the_oldest_supported_triton():
 
 INDEX_LOOP = r"""
 import int4lab, torch
-from int4lab import interpreter_compat
+from int4lab.interpreter import compat as interpreter_compat
 from int4lab.kernels.int4_matmul import int4_matmul
-from int4lab.quant import int4_matmul_spec
+from int4lab.spec.quantizers import int4_matmul_spec
 a = torch.randint(0, 256, (5, 40), dtype=torch.uint8)
 s = torch.tensor(1.0)
 assert interpreter_compat.applied
@@ -111,9 +112,34 @@ def test_interpreter_runs_runtime_bounded_loops_on_every_numpy():
     import os
     import subprocess
     import sys
+
     import torch
     if torch.cuda.is_available():
         pytest.skip("compiled on a GPU: no interpreter")
     r = subprocess.run([sys.executable, "-c", INDEX_LOOP], capture_output=True, text=True,
                        env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr[-2000:]
+
+
+SOURCE_CHECKOUT = r"""
+import sys
+# no installed mapping of int4lab.kernels: drop the editable-install finder, as in a fresh clone
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+sys.path[:] = [p for p in sys.path if "__editable__" not in p]
+sys.path.insert(0, sys.argv[1])
+import int4lab
+import int4lab.kernels.pack_int4 as k
+assert k.__file__.startswith(sys.argv[1]), k.__file__
+assert int4lab.doctor()
+"""
+
+
+def test_source_checkout_without_installing(tmp_path):
+    """PYTHONPATH=<checkout> without `pip install`: int4lab.kernels maps to the checkout's kernels/."""
+    import shutil
+    for name in ("int4lab", "kernels"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    r = subprocess.run([sys.executable, "-c", SOURCE_CHECKOUT, str(tmp_path)], capture_output=True,
+                       text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 import int4lab
-from int4lab import packing
-from int4lab.kernels import pack_int4 as kpack, unpack_int4 as kunpack
+from int4lab.kernels import pack_int4 as kpack
+from int4lab.kernels import unpack_int4 as kunpack
+from int4lab.spec import packing
 
 SHAPES = [(1, 2), (3, 34), (127, 66), (129, 130), (1, 2050), (5, 7, 10), (0, 8), (4, 0)]
 

@@ -4,11 +4,19 @@ import math
 import pytest
 import torch
 
-from int4lab.packing import unpack_int4
-from int4lab.quant import (QMAX, LSQQuantizer, dequantize, int4_matmul_spec, lsq_codes, lsq_grad_scale,
-                           lsq_init_scale, lsq_quantize, quantize, quantize_int4_spec)
-
-
+from int4lab.spec.packing import unpack_int4
+from int4lab.spec.quantizers import (
+    QMAX,
+    LSQQuantizer,
+    dequantize,
+    int4_matmul_spec,
+    lsq_codes,
+    lsq_grad_scale,
+    lsq_init_scale,
+    lsq_quantize,
+    quantize,
+    quantize_int4_spec,
+)
 
 
 def randn(*shape, seed=0):
@@ -182,7 +190,7 @@ def test_int4_matmul_spec_int32_is_exact():
     g = torch.Generator().manual_seed(0)
     qa = torch.randint(-8, 8, (7, 130), generator=g, dtype=torch.int8)
     qb = torch.randint(-8, 8, (9, 130), generator=g, dtype=torch.int8)
-    from int4lab.packing import pack_int4
+    from int4lab.spec.packing import pack_int4
     y = int4_matmul_spec(pack_int4(qa), torch.ones(()), pack_int4(qb), torch.ones(()), out_dtype=torch.int32)
     assert y.dtype == torch.int32
     assert torch.equal(y.long(), qa.long() @ qb.long().T)

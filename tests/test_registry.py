@@ -4,12 +4,11 @@ import os
 
 import pytest
 import torch
-
-import int4lab
-from int4lab import exercises, registry
 import wrong_kernels
 
-
+import int4lab
+from int4lab.exercises import learner as exercises
+from int4lab.exercises import registry
 
 
 def write_exercise(home, slot, source):
@@ -49,7 +48,7 @@ def test_unlock_from_workspace_persists_across_restarts(home, capsys):
     with int4lab.use("learner"):
         p = int4lab.pack_int4(q)
     assert int4lab.last_ran("pack_int4") == "learner"
-    assert torch.equal(p, int4lab.packing.pack_int4(q))
+    assert torch.equal(p, int4lab.spec.packing.pack_int4(q))
 
 
 def test_edited_file_is_not_used_until_unlocked_again(home):
@@ -63,15 +62,16 @@ def test_edited_file_is_not_used_until_unlocked_again(home):
     assert impl != "learner"
 
 
-@pytest.mark.parametrize("path", wrong_kernels.files("pack_int4") + wrong_kernels.files("unpack_int4"),
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", wrong_kernels.files("pack_int4") + wrong_kernels.files("unpack_int4")
+                         + wrong_kernels.files("vector_add"), ids=lambda p: p.stem)
 def test_wrong_kernels_are_rejected_with_actionable_messages(home, path):
     slot, fn = wrong_kernels.load(path)
     report = int4lab.unlock(slot, fn, quiet=True)
     assert not report.passed
     text = str(report)
     expected = {"swapped_nibbles": "nibbles are swapped", "missing_mask": "needs a mask",
-                "no_sign_extension": "sign-extend", "even_odd_swapped": "even and odd outputs are swapped"}
+                "no_sign_extension": "sign-extend", "even_odd_swapped": "even and odd outputs are swapped",
+                "no_mask": "needs a mask", "no_contiguous": ".contiguous()"}
     bug = path.stem.split("__")[1]
     assert expected[bug] in text, text
     assert int4lab.which(slot)["would_run"] != "learner"
@@ -126,8 +126,9 @@ def test_global_use_and_env(home):
         assert registry.mode() == "spec"
     finally:
         int4lab.use(before)
-    import subprocess, sys
-    out = subprocess.run([sys.executable, "-c", "import int4lab; print(int4lab.registry.mode())"],
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", "import int4lab; print(int4lab.exercises.registry.mode())"],
                          env={**os.environ, "INT4LAB_IMPL": "spec"}, capture_output=True, text=True)
     assert out.stdout.strip() == "spec", out.stderr
 

@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from int4lab import student
+from int4lab.grading import student_copy as student
 
 
 def test_student_copy_strips_kernels_and_runs_on_the_spec(tmp_path):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from int4lab.train import TrainConfig, get_lr, main, recipe_names, train
+from int4lab.training.loop import TrainConfig, get_lr, main, recipe_names, train
 
 # small enough that each run takes about a second on one CPU core
 TINY = {"digits": dict(task="digits", batch_size=64, n_layer=1, n_embd=32, lr=5e-3, eval_every=10),

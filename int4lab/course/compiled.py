@@ -5,7 +5,7 @@
 kernel is missing or does not compile it says why and shows the library's instead, naming which
 one it shows. A failure never stops the lesson.
 """
-from .. import kernel_inspect
+from int4lab.perf import kernel_inspect
 
 
 def _try(slot, impl, arch):
@@ -25,7 +25,7 @@ def show(slot, arch="sm_90"):
         if result is None:
             print(f"The library's {slot} kernel could not be compiled either ({why_lib}).")
             return None
-        print(f"Showing the library's kernel instead (impl=triton).\n")
+        print("Showing the library's kernel instead (impl=triton).\n")
     else:
         print(f"Your kernel (impl=learner), compiled for {arch}:\n")
     print(kernel_inspect.format_report(result))

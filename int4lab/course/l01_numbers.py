@@ -1,14 +1,13 @@
 """Lesson 01's helpers: the 16 INT4 values, symmetric scaling, rounding, and the packed layout.
 
-Every number here comes from the library's spec (int4lab.quant.quantize / dequantize and
-int4lab.packing), so the plots show exactly what the course's kernels compute. The figures are
+Every number here comes from the library's spec (int4lab.spec.quantizers.quantize / dequantize and
+int4lab.spec.packing), so the plots show exactly what the course's kernels compute. The figures are
 built with matplotlib.figure.Figure (no pyplot), so they render headless and in tests.
 """
 import torch
 
-from ..packing import pack_int4
-from ..quant import QMAX, dequantize, make_generator, quantize
-
+from int4lab.spec.packing import pack_int4
+from int4lab.spec.quantizers import QMAX, dequantize, make_generator, quantize
 
 # ---------------------------------------------------------------------------------------------
 # The 16 values of a 4-bit two's complement integer
@@ -189,7 +188,7 @@ def rounding_figure(value=0.3, samples=2000, seed=0):
 
 def packing_figure(values=(3, -1, -8, 7, 0, 5)):
     """How INT4 values land in bytes: element 2j in the low nibble (bits 3..0) of byte j,
-    element 2j+1 in the high nibble (bits 7..4). Bytes are computed by the spec (int4lab.packing)."""
+    element 2j+1 in the high nibble (bits 7..4). Bytes are computed by the spec (int4lab.spec.packing)."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 

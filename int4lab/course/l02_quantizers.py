@@ -1,39 +1,26 @@
 """Lesson 02's helpers: scale groups (tensor, row, block), rounding (nearest vs stochastic), LSQ.
 
-Every number comes from the library's spec (int4lab.quant: quantize, dequantize, lsq_quantize,
+Every number comes from the library's spec (int4lab.spec.quantizers: quantize, dequantize, lsq_quantize,
 lsq_init_scale, lsq_step_size_term), so the plots show what the course's kernels compute. The
 figures are built with matplotlib.figure.Figure (no pyplot): they render headless and in tests.
 """
-import contextlib
-import functools
 import math
 
 import torch
 
-from ..quant import (QMAX, dequantize, lsq_grad_scale, lsq_init_scale, lsq_quantize,
-                     lsq_step_size_term, make_generator, quantize)
+from int4lab.course.common import single_threaded
+from int4lab.spec.quantizers import (
+    QMAX,
+    dequantize,
+    lsq_grad_scale,
+    lsq_init_scale,
+    lsq_quantize,
+    lsq_step_size_term,
+    make_generator,
+    quantize,
+)
 
 GRANULARITY_COLORS = {"tensor": "tab:red", "row": "tab:orange", "block": "tab:green"}
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """These tensors are tiny: torch's intra-op threads only add overhead (and thrash on a busy
-    2-core machine), so the helpers run single-threaded and restore the setting after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-def single_threaded(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with _one_thread():
-            return fn(*args, **kwargs)
-    return wrapper
 
 
 # ---------------------------------------------------------------------------------------------

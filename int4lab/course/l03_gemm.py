@@ -3,45 +3,23 @@
 Hardware numbers are the vendors' dense peaks for an H200 SXM (see the course's fact sheet):
 BF16 989 TFLOP/s, INT8 1979 TOPS, HBM3e 4.8 TB/s. Hopper has no INT4 tensor cores, so an INT4
 GEMM on it runs its INT4 values through the INT8 tensor cores: its ceiling is INT8's, 2x BF16.
-The quantized products come from the library's spec (int4lab.quant), so the error shown is the
+The quantized products come from the library's spec (int4lab.spec.quantizers), so the error shown is the
 error of the course's own pipeline. Figures use matplotlib.figure.Figure (no pyplot).
 """
-import contextlib
-import functools
 import math
 
 import torch
 
-from ..packing import pack_int4
-from ..quant import int4_matmul_spec, quantize
+from int4lab.course.common import single_threaded
+from int4lab.spec.packing import pack_int4
+from int4lab.spec.quantizers import int4_matmul_spec, quantize
 
 # Dense peaks of an H200 SXM (same tensor cores as an H100 SXM), and its memory bandwidth.
 H200 = {"bf16_tflops": 989.0, "int8_tops": 1979.0, "hbm_tbs": 4.8}
-# The paper's speed-up came from a GPU that has INT4 tensor cores (RTX 3090, dense).
-RTX3090 = {"fp16_tflops": 142.0, "int4_tops": 568.0}
 
 # Largest integer below which every integer is exactly representable (2**mantissa bits + 1).
 EXACT_INTEGERS = {"bf16": 2 ** 8, "fp16": 2 ** 11, "fp32": 2 ** 24, "int32": 2 ** 31 - 1}
 MAX_PRODUCT = 64          # |q_a * q_b| <= 8 * 8 for INT4 codes in [-8, 7]
-
-
-@contextlib.contextmanager
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-def single_threaded(fn):
-    """Small tensors: torch's intra-op threads only add overhead, so run on one and restore."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with _one_thread():
-            return fn(*args, **kwargs)
-    return wrapper
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,7 +261,7 @@ def gaussian_operands(M=128, N=128, K=512, outlier=1.0, channels=(5, 77), seed=0
 def quantized_gemm(x, w, bits=4, granularity="row"):
     """Y ~ X Wᵀ through integer codes: quantize both operands (round to nearest, one scale per
     row or per tensor), multiply the codes exactly, scale. For INT4 this is the course's
-    pipeline: pack, then int4lab.quant.int4_matmul_spec."""
+    pipeline: pack, then int4lab.spec.quantizers.int4_matmul_spec."""
     qx, sx = quantize(x, bits=bits, granularity=granularity)
     qw, sw = quantize(w, bits=bits, granularity=granularity)
     if bits == 4:

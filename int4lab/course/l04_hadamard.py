@@ -1,6 +1,6 @@
 """Lesson 04's helpers: outlier channels, Hadamard matrices and the block-size search.
 
-The numbers come from the library's spec (int4lab.hadamard and int4lab.quant), so the plots
+The numbers come from the library's spec (int4lab.spec.hadamard and int4lab.spec.quantizers), so the plots
 show exactly what the Hadamard quantizer (HQ) of the course computes. Figures are built with
 matplotlib.figure.Figure (no pyplot): they render headless and in tests.
 
@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from ..hadamard import block_hadamard, hadamard_matrix, hq_fake_quantize, quantization_error
-from ..quant import QMAX, quantize
+from int4lab.spec.hadamard import block_hadamard, hadamard_matrix, hq_fake_quantize, quantization_error
+from int4lab.spec.quantizers import QMAX, quantize
 
 #: Block sizes searched by the paper's code: 1, 2, 4, ..., 1024 (1 = no rotation).
 BLOCK_SIZES = tuple(2 ** k for k in range(11))

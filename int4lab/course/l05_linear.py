@@ -1,6 +1,6 @@
 """Lesson 05's helpers: the straight-through estimator, and Int4Linear's recipes against fp32.
 
-Everything runs the library: int4lab.quant.lsq_quantize (an autograd.Function with the STE) and
+Everything runs the library: int4lab.spec.quantizers.lsq_quantize (an autograd.Function with the STE) and
 int4lab.layers.Int4Linear (whose quantized operations go through the slots, so they run the
 spec, the library's Triton kernels or the learner's, whichever is active). Figures are built
 with matplotlib.figure.Figure (no pyplot): they render headless and in tests.
@@ -11,10 +11,10 @@ import functools
 import torch
 import torch.nn as nn
 
-from .. import runtime
-from ..layers import RECIPES, Int4Linear, get_recipe
-from ..quant import lsq_quantize
-from .l04_hadamard import bulk_columns, make_activations
+from int4lab import runtime
+from int4lab.course.l04_hadamard import bulk_columns, make_activations
+from int4lab.layers import RECIPES, Int4Linear, get_recipe
+from int4lab.spec.quantizers import lsq_quantize
 
 #: The recipes in the order the lesson shows them: full precision first, the paper's last.
 RECIPE_NAMES = tuple(RECIPES)

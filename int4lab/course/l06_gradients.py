@@ -1,21 +1,29 @@
 """Lesson 06's helpers: real gradients of a small GPT, and what INT4 does to them.
 
-Everything is computed by the library: int4lab.train trains the model, int4lab.quant quantizes
-per tensor, int4lab.gradquant does bit splitting (BS) and leverage score sampling (LSS) and
+Everything is computed by the library: int4lab.training.loop trains the model, int4lab.spec.quantizers quantizes
+per tensor, int4lab.spec.gradients does bit splitting (BS) and leverage score sampling (LSS) and
 gives their exact expectation and variance, int4lab.layers.Int4Linear runs the paper's backward
 (Xi, Li, Chen, Zhu, "Training Transformers with 4-bit Integers", NeurIPS 2023, sec. 5). The
 figures are built with matplotlib.figure.Figure (no pyplot): they render headless and in tests.
 """
-import contextlib
 import math
 
 import torch
 import torch.nn as nn
 
-from ..gradquant import (bit_split, bit_split_dequantize, bit_split_mean, bit_split_scale,
-                         lss_probabilities, lss_variance, lss_weight_grad, stack_bit_split,
-                         weight_grad_probs)
-from ..quant import fake_quantize, make_generator
+from int4lab.course.common import one_thread
+from int4lab.spec.gradients import (
+    bit_split,
+    bit_split_dequantize,
+    bit_split_mean,
+    bit_split_scale,
+    lss_probabilities,
+    lss_variance,
+    lss_weight_grad,
+    stack_bit_split,
+    weight_grad_probs,
+)
+from int4lab.spec.quantizers import fake_quantize, make_generator
 
 #: The estimators of dW = dY^T X that unbiasedness_curves compares, in plotting order.
 ESTIMATORS = ("INT4 round-to-nearest", "INT4 stochastic", "bit splitting (clamp 6, released code)",
@@ -24,22 +32,6 @@ ESTIMATORS = ("INT4 round-to-nearest", "INT4 stochastic", "bit splitting (clamp 
 #: Small GPT settings for the gradient capture: one block, width 32, 32 windows of 32 characters.
 GPT_SETTINGS = dict(block_size=32, batch_size=32, n_layer=1, n_head=4, n_embd=32, lr=3e-3,
                     warmup_steps=10)
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run a block with one intra-op thread, then restore the previous count.
-
-    The course's models are tiny (width 32): one thread computes them about as fast as two, and
-    on a busy machine (other notebooks, tests) several threads spinning against each other can
-    make a run ten times slower.
-    """
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def _rel(a, b):
@@ -82,10 +74,10 @@ def capture_linear_io(model, *inputs):
 
 
 def trained_gradients(task="text", steps=60, seed=0, **overrides):
-    """Train a small model in fp32 for `steps` steps (int4lab.train), then capture X and dY of
+    """Train a small model in fp32 for `steps` steps (int4lab.training.loop), then capture X and dY of
     every linear layer on one fresh training batch. Returns (io, train result)."""
-    from .. import data as D
-    from ..train import TrainConfig, get_batch, train
+    from int4lab.training import data as D
+    from int4lab.training.loop import TrainConfig, get_batch, train
 
     settings = dict(GPT_SETTINGS) if task == "text" else dict(
         batch_size=32, n_layer=1, n_head=4, n_embd=32, lr=3e-3, warmup_steps=10)
@@ -208,7 +200,7 @@ def row_error_figure(g, seed=0):
 
 def bit_split_bias(n=4001, clamp=6):
     """v = g s over [-98, 98] (the whole range: s maps max|g| to 98) and the exact bias
-    E[bit_split(g)] - g in lo steps (1/s), from int4lab.gradquant.bit_split_mean."""
+    E[bit_split(g)] - g in lo steps (1/s), from int4lab.spec.gradients.bit_split_mean."""
     v = torch.linspace(-98, 98, n)
     g = v / 98.0                    # max|g| = 1, so s = 98 exactly and v = g s
     s = float(bit_split_scale(g))
@@ -368,8 +360,8 @@ def layer_unbiasedness(module, x, g, draws=32, seed=0, device=None):
     with a max scale, bit splitting + LSS) against the same forward with dY in full precision.
     Runs on `device` (default: int4lab's, the GPU if there is one, where the Triton kernels
     need their tensors). Returns relative errors of the running mean of dW, k = 1..draws."""
-    from .. import runtime
-    from ..layers import Int4Linear, Recipe
+    from int4lab import runtime
+    from int4lab.layers import Int4Linear, Recipe
 
     device = device or runtime.DEVICE
     x, g = x.to(device), g.to(device)

@@ -1,21 +1,21 @@
 """Lesson 07's helpers: train the tiny GPT and ViT under each recipe, and compare.
 
-Training is int4lab.train (the same loop as `int4lab train`), quantization is
+Training is int4lab.training.loop (the same loop as `int4lab train`), quantization is
 int4lab.layers.quantize_model; nothing here re-implements either. The paper's numbers are its
 Table 1 (Xi, Li, Chen, Zhu, "Training Transformers with 4-bit Integers", NeurIPS 2023); the
 course's own measurements are read from docs/RESULTS.md (made by scripts/make_results.py), never
 written here. Figures are built with matplotlib.figure.Figure (no pyplot): headless and testable.
 """
-import os
 import contextlib
+import os
 import re
 import time
 from pathlib import Path
 
 import torch.nn as nn
 
-from ..layers import Int4Linear
-from .l06_gradients import one_thread
+from int4lab.course.l06_gradients import one_thread
+from int4lab.layers import Int4Linear
 
 #: The recipes in the order the lesson shows them, full precision first, the paper's last.
 RECIPE_ORDER = ("fp32", "int8", "int4_rtn", "int4_lsq_sr", "int4_hq", "int4_hq_lss")
@@ -61,8 +61,8 @@ RESULTS_MD = Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md"
 
 def lesson_config(task, recipe="fp32", steps=100, seed=0, n_evals=10, **overrides):
     """A TrainConfig for the lesson's tiny models (LESSON_SETTINGS), evaluated n_evals times."""
-    from .. import runtime
-    from ..train import TrainConfig
+    from int4lab import runtime
+    from int4lab.training.loop import TrainConfig
 
     settings = {**LESSON_SETTINGS[task], **overrides}
     settings.setdefault("eval_every", max(1, steps // n_evals))
@@ -75,8 +75,8 @@ def build_model(task, recipe="fp32", seed=0):
     """The tiny GPT (text) or ViT (digits) of the lesson, with quantize_model applied."""
     import torch
 
-    from .. import data as D
-    from ..train import apply_recipe, build
+    from int4lab.training import data as D
+    from int4lab.training.loop import apply_recipe, build
 
     cfg = lesson_config(task, recipe)
     dataset = D.load_text() if task == "text" else D.load_digits()
@@ -104,8 +104,8 @@ def run_recipes(task, recipes, steps, seed=0, n_evals=10, **overrides):
     """Train one model per recipe, same seed, data and schedule; {recipe: TrainResult}, each with
     a `seconds` attribute (wall time, this machine). On the CPU with one thread (l06.one_thread:
     these models are tiny)."""
-    from .. import runtime
-    from ..train import train
+    from int4lab import runtime
+    from int4lab.training.loop import train
 
     out = {}
     with one_thread() if not runtime.HAS_CUDA else contextlib.nullcontext():
@@ -264,7 +264,7 @@ def recipe_picker(results, metric="val_loss"):
         print("ipywidgets is not installed: showing every recipe.")
         display(loss_curves_figure(results, None, metric))
         return None
-    if os.environ.get("INT4LAB_WIDGETS", "1") == "0":      # headless runs: see int4lab/widgets.py
+    if os.environ.get("INT4LAB_WIDGETS", "1") == "0":      # headless runs: see int4lab/course/widgets.py
         print("(controls off: INT4LAB_WIDGETS=0; showing every recipe)")
         display(loss_curves_figure(results, None, metric))
         return None

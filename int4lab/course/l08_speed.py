@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from . import l03_gemm as _l03
+from int4lab.course import l03_gemm as _l03
 
 H200 = dict(_l03.H200)                        # bf16_tflops 989, int8_tops 1979, hbm_tbs 4.8
 MEASURED_H200 = {"bf16_tflops": 780.0, "copy_tbs": 4.3}   # middle of 770-790; copy read + write
@@ -253,7 +253,8 @@ def live_gemm(sizes=(4096,)):
     """Run the GEMM part of the suite here. On a CUDA GPU: timed (int4_matmul vs torch.mm bf16,
     torch._int_mm int8, _scaled_mm fp8) at the given square sizes. Elsewhere: smoke mode,
     every case checked at tiny sizes, nothing timed. Returns the suite's results dict."""
-    from .. import benchsuite as suite, runtime
+    from int4lab import runtime
+    from int4lab.perf import bench as suite
     if runtime.HAS_CUDA and not runtime.INTERPRET:
         out = {"environment": suite.environment(), "smoke": False, "timed": True}
         out["gemm"] = suite.bench_gemm(suite.Timer(False), [(s, s, s) for s in sizes], runtime.DEVICE)

@@ -9,7 +9,7 @@ the even code, as hardware does) and saturates at the largest. On top of that:
   share a power-of-two scale 2^(floor(log2 amax) - 2) (2 = E2M1's largest exponent);
 - NVFP4: E2M1 values, one FP8 E4M3 scale per 16 values, times one fp32 scale per tensor;
 - INT4 per tensor, with and without the block Hadamard rotation of the paper's HQ, and INT4
-  with one scale per 32 values: the library's int4lab.quant and int4lab.hadamard.
+  with one scale per 32 values: the library's int4lab.spec.quantizers and int4lab.spec.hadamard.
 
 All are fake quantizers: they return the float values the format represents (x_hat), so the
 error is ||x_hat - x|| / ||x||. Figures use matplotlib.figure.Figure (no pyplot).
@@ -18,9 +18,9 @@ import functools
 
 import torch
 
-from ..hadamard import block_hadamard
-from ..quant import dequantize, quantize
-from .l04_hadamard import bulk_columns, make_activations
+from int4lab.course.l04_hadamard import bulk_columns, make_activations
+from int4lab.spec.hadamard import block_hadamard
+from int4lab.spec.quantizers import dequantize, quantize
 
 #: name: (exponent bits, mantissa bits, bias, largest finite value)
 FP_FORMATS = {
@@ -174,7 +174,7 @@ def grid_figure():
     ax = fig.add_subplot()
     rows = (("FP4 E2M1", fp_grid("e2m1")), ("INT4 x 6/7", torch.arange(8) * 6 / 7),
             ("FP8 E4M3 (<= 8)", fp_grid("e4m3")[fp_grid("e4m3") <= 8]))
-    for i, (name, vals) in enumerate(rows):
+    for i, (_, vals) in enumerate(rows):
         ax.plot(vals.numpy(), [i] * len(vals), "|", markersize=18, markeredgewidth=1.5)
     ax.set_yticks(range(len(rows)), [f"{n} ({len(v)} values)" for n, v in rows], fontsize=8)
     ax.set_ylim(-0.6, len(rows) - 0.4)

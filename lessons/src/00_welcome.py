@@ -38,7 +38,7 @@ import triton.language as tl
 
 from int4lab import runtime
 from int4lab.course import l00_welcome as l00
-from int4lab.widgets import interactive_plot
+from int4lab.course.widgets import interactive_plot
 
 FAST = runtime.FAST            # CI runs the lessons with INT4LAB_FAST=1: small sizes
 ok = int4lab.doctor()
@@ -91,7 +91,7 @@ print("what would run now: ", int4lab.which("vector_add"))
 # Your work is kept on disk, so an unlock survives a restart of the notebook:
 
 # %%
-from int4lab import store
+from int4lab.exercises import workspace as store
 print("your kernels are saved in", store.workspace())
 int4lab.progress();
 

@@ -23,8 +23,8 @@ import triton.language as tl
 
 from int4lab import runtime
 from int4lab.course import l01_numbers as l01
-from int4lab.quant import quantize, dequantize, make_generator
-from int4lab.widgets import interactive_plot
+from int4lab.spec.quantizers import quantize, dequantize, make_generator
+from int4lab.course.widgets import interactive_plot
 
 FAST = runtime.FAST            # CI runs the lessons with INT4LAB_FAST=1: small sizes
 print("kernels run:", runtime.describe())
@@ -60,7 +60,7 @@ l01.twos_complement_figure()
 # unused) and *per tensor* (one scale for the whole tensor). The released code of the paper
 # clamps to [−8, 7]; this course follows the paper's symmetric text.
 #
-# The library's spec does this: `int4lab.quant.quantize(x, bits=4, granularity="tensor")`
+# The library's spec does this: `int4lab.spec.quantizers.quantize(x, bits=4, granularity="tensor")`
 # returns the codes (int8) and the scale; `dequantize(codes, scale)` gives back `s · q`.
 
 # %%
@@ -189,7 +189,7 @@ print(f"sum of {SAMPLES} values of 0.3: exact {0.3 * SAMPLES:.0f}, RTN {int(code
 # limited by memory traffic: moving half the bytes is the point of 4 bits. So we store them
 # packed, two per byte.
 #
-# **The contract** (every kernel and lesson of the course uses it, `int4lab/packing.py`):
+# **The contract** (every kernel and lesson of the course uses it, `int4lab/spec/packing.py`):
 # INT4 values in [−8, 7], held in int8, are packed **along the last dimension**, two per byte,
 # into **uint8**: element `2j` in the **low nibble** (bits 3…0) of byte `j`, element `2j+1` in
 # the **high nibble** (bits 7…4). A `(…, K)` int8 tensor (K even) becomes a `(…, K/2)` uint8

@@ -30,10 +30,9 @@ import torch
 
 from int4lab import runtime
 from int4lab.course import l02_quantizers as l02
-from int4lab.packing import unpack_int4
-from int4lab.quant import (QMAX, LSQQuantizer, dequantize, lsq_grad_scale, lsq_init_scale,
-                           lsq_quantize, quantize, quantize_int4_spec)
-from int4lab.widgets import interactive_plot
+from int4lab.spec.packing import unpack_int4
+from int4lab.spec.quantizers import (QMAX, LSQQuantizer, dequantize, lsq_grad_scale, lsq_init_scale, lsq_quantize, quantize, quantize_int4_spec)
+from int4lab.course.widgets import interactive_plot
 
 FAST = runtime.FAST            # CI runs the lessons with INT4LAB_FAST=1: small sizes
 DEVICE = runtime.DEVICE
@@ -49,7 +48,7 @@ print(runtime.describe())
 # (The paper's released code clamps to `[-8, 7]`; the course keeps the symmetric `[-7, 7]` of its
 # text, so that `-x` always quantizes to `-int(x)`.) The dynamic choice of scale is
 # `s = max|x| / 7`: the largest value lands exactly on the last level. The question is *max over
-# what*. `int4lab.quant.quantize` offers three groups:
+# what*. `int4lab.spec.quantizers.quantize` offers three groups:
 #
 # | granularity | one scale per | scales' shape for `x` of shape `(R, K)` |
 # |---|---|---|
@@ -163,7 +162,7 @@ for ratio in (0.05, 0.2, 0.45, 1.5):
 # - **Initial scale:** `s = 2·mean|x| / √Q_P` from the first batch. Training from scratch, the
 #   paper resets `s` to this value at every step for the first few iterations, then learns it.
 #
-# All of it is in `int4lab.quant`: `lsq_init_scale`, `lsq_quantize` (an autograd function) and
+# All of it is in `int4lab.spec.quantizers`: `lsq_init_scale`, `lsq_quantize` (an autograd function) and
 # the module `LSQQuantizer`. The forward and both gradients, for a scale `s = 1`:
 
 # %%
@@ -227,7 +226,7 @@ for step in range(5):
 # 01). Done as three passes (max, divide and round, pack), it would read and write the tensor
 # three times; quantizing is memory-bound, so the kernel does it in one.
 #
-# **The contract** (`int4lab.quantize_int4`, spec `int4lab.quant.quantize_int4_spec`):
+# **The contract** (`int4lab.quantize_int4`, spec `int4lab.spec.quantizers.quantize_int4_spec`):
 #
 # ```
 # quantize_int4(x, granularity="row", block_size=32, rounding="nearest", seed=None, scale=None)

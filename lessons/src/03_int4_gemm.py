@@ -24,9 +24,9 @@ import torch
 
 from int4lab import runtime
 from int4lab.course import l03_gemm as l03
-from int4lab.packing import unpack_int4
-from int4lab.quant import dequantize, int4_matmul_spec, quantize
-from int4lab.widgets import interactive_plot
+from int4lab.spec.packing import unpack_int4
+from int4lab.spec.quantizers import dequantize, int4_matmul_spec, quantize
+from int4lab.course.widgets import interactive_plot
 
 FAST = runtime.FAST            # CI runs the lessons with INT4LAB_FAST=1: small sizes
 DEVICE = runtime.DEVICE
@@ -60,7 +60,7 @@ print("same as the float GEMM of the quantized values:", torch.allclose(fake, sc
 print(f"error vs the fp32 product: {l03.relative_error(scaled, X @ W.T):.1%}")
 
 # %% [markdown]
-# The library's spec for the INT4 GEMM, `int4lab.quant.int4_matmul_spec(a, a_scale, b, b_scale)`,
+# The library's spec for the INT4 GEMM, `int4lab.spec.quantizers.int4_matmul_spec(a, a_scale, b, b_scale)`,
 # does exactly this from *packed* operands (two codes per byte along `K`, lesson 01). `b` is laid
 # out like an `nn.Linear` weight, `(out, in)`, so the product is `A · Bᵀ`:
 
@@ -228,7 +228,7 @@ interactive_plot(l03.roofline_figure, size=(128, 16384, 128, 1024));
 # %% [markdown]
 # ## 7. Your kernel: `int4_matmul`
 #
-# **The contract** (`int4lab.int4_matmul`, spec `int4lab.quant.int4_matmul_spec`):
+# **The contract** (`int4lab.int4_matmul`, spec `int4lab.spec.quantizers.int4_matmul_spec`):
 #
 # ```
 # int4_matmul(a, a_scale, b, b_scale, out_dtype=torch.float32) -> C of shape (M, N)

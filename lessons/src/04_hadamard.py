@@ -28,8 +28,8 @@ import triton.language as tl
 
 from int4lab import runtime
 from int4lab.course import l04_hadamard as l04
-from int4lab.hadamard import block_hadamard, hadamard_matrix, hq_matmul, search_block_size
-from int4lab.widgets import interactive_plot
+from int4lab.spec.hadamard import block_hadamard, hadamard_matrix, hq_matmul, search_block_size
+from int4lab.course.widgets import interactive_plot
 
 FAST = runtime.FAST            # CI runs the lessons with INT4LAB_FAST=1: small sizes
 print("kernels run:", runtime.describe())
@@ -117,7 +117,7 @@ print("rotated: max", round(float(rotated.abs().max()), 3), "norm", round(float(
 # typically uses `2^k = 32`. Its transpose is the same block-diagonal matrix, so it is still
 # symmetric and orthogonal.
 #
-# `int4lab.hadamard.block_hadamard(x, block_size)` computes `x @ BlockDiag(H, …, H)` along the
+# `int4lab.spec.hadamard.block_hadamard(x, block_size)` computes `x @ BlockDiag(H, …, H)` along the
 # last dimension. Below: the channel maxima of `XH` with blocks of 32. Each outlier now fills
 # its block of 32 channels at about `50/√32 ≈ 9`, and the per-tensor step falls from about 9 to
 # about 2.
@@ -146,7 +146,7 @@ l04.channel_figure(x, outliers, block_size=32)
 # already cancelled. The rotation runs once per operand, `O(N·D·2^k)` work, against the GEMM's
 # `O(N·D·C)`: with blocks of 32 it is cheap.
 #
-# `int4lab.hadamard.hq_matmul(x, w, block_size)` is the spec of this product (block 1 is plain
+# `int4lab.spec.hadamard.hq_matmul(x, w, block_size)` is the spec of this product (block 1 is plain
 # per-tensor INT4, no rotation).
 
 # %%
@@ -248,7 +248,7 @@ l04.ablation_figure()
 # %% [markdown]
 # ## 7. The kernel: `hadamard_quantize`
 #
-# **The contract** (slot `hadamard_quantize`, spec `int4lab.hadamard.hadamard_quantize_spec`):
+# **The contract** (slot `hadamard_quantize`, spec `int4lab.spec.hadamard.hadamard_quantize_spec`):
 # `hadamard_quantize(x, block_size=32, granularity="row", scale=None) -> (packed, scales)`:
 # rotate the last dimension of `x` with `BlockDiag(H, …, H)`, then quantize the result to INT4
 # (round to nearest, ties to even, codes in [−7, 7]) and pack two codes per byte, exactly as
@@ -287,8 +287,8 @@ import torch
 import triton
 import triton.language as tl
 
-from int4lab.hadamard import hadamard_matrix
-from int4lab.quant import absmax_scale
+from int4lab.spec.hadamard import hadamard_matrix
+from int4lab.spec.quantizers import absmax_scale
 
 
 @triton.jit

@@ -27,10 +27,10 @@ import torch.nn as nn
 
 from int4lab import runtime
 from int4lab.course import l05_linear as l05
-from int4lab.hadamard import block_hadamard
+from int4lab.spec.hadamard import block_hadamard
 from int4lab.layers import RECIPES, Int4Linear, Recipe, get_recipe, quantize_model
-from int4lab.quant import lsq_codes, lsq_quantize
-from int4lab.widgets import interactive_plot
+from int4lab.spec.quantizers import lsq_codes, lsq_quantize
+from int4lab.course.widgets import interactive_plot
 
 FAST = runtime.FAST            # CI runs the lessons with INT4LAB_FAST=1: small sizes
 DEV = runtime.DEVICE
@@ -90,7 +90,7 @@ print("gradcheck passes:", torch.autograd.gradcheck(MyLinear.apply, (xs, ws)))
 # clipped**. A clipped value would not change if x moved a little, so its gradient is 0. That is
 # the mask `I_X`: 1 where `−7 ≤ x/s ≤ 7`, 0 elsewhere.
 #
-# The library's LSQ quantizer, `int4lab.quant.lsq_quantize(x, scale)`, is an autograd.Function
+# The library's LSQ quantizer, `int4lab.spec.quantizers.lsq_quantize(x, scale)`, is an autograd.Function
 # with exactly this backward for `x` (it also learns the scale, lesson 02). The plot runs it.
 
 # %%

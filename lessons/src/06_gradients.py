@@ -21,10 +21,10 @@
 import int4lab
 import torch
 
-from int4lab import gradquant as gq
+from int4lab.spec import gradients as gq
 from int4lab import runtime
 from int4lab.course import l06_gradients as l06
-from int4lab.widgets import interactive_plot
+from int4lab.course.widgets import interactive_plot
 
 FAST = runtime.FAST            # CI runs the lessons with INT4LAB_FAST=1: small sizes
 DEV = runtime.DEVICE           # where the slots run (the GPU if there is one)
@@ -49,7 +49,7 @@ DRAWS = 32 if FAST else 256    # seeded draws for the unbiasedness checks
 # %% [markdown]
 # ## 2. The row structure of `∇Y`, from a real backward pass
 #
-# We train the course's small character-level GPT (`int4lab.train`, one block, width 32) in fp32
+# We train the course's small character-level GPT (`int4lab.training.loop`, one block, width 32) in fp32
 # for a few dozen steps, then run one more batch forward and backward with hooks on every
 # `nn.Linear` to record its input `X` and its output gradient `∇Y`. One row of `∇Y` is one token.
 
@@ -146,7 +146,7 @@ print("exact mean    =", [round(v, 4) for v in gq.bit_split_mean(g4).tolist()[0]
 # clamp to [−6, 6] stops `14·hi + lo` at 90. The released code clamps both halves to ±6
 # (`num_bins_half = 2⁴ − 2 = 14`, clamp `14/2 − 1 = 6`), so bit splitting is **slightly biased at
 # the largest values**, and in a one-step window around every `v = 7 + 14k` where `|lo|` would
-# need to be 7. `int4lab.gradquant.bit_split_mean` computes the expectation exactly (no sampling);
+# need to be 7. `int4lab.spec.gradients.bit_split_mean` computes the expectation exactly (no sampling);
 # with `clamp=7` the bias is gone.
 
 # %%
@@ -276,7 +276,7 @@ report = int4lab.unlock("bit_split")
 # for every row). These are *leverage scores*: the rows that carry the product get kept.
 #
 # **Making p valid.** Proportional `p_i` can exceed 1 for the few large rows. The fix, in
-# `int4lab.gradquant.lss_probabilities`: scale so that `Σp = N`, clip the values above 1 to 1,
+# `int4lab.spec.gradients.lss_probabilities`: scale so that `Σp = N`, clip the values above 1 to 1,
 # rescale the unclipped ones so that the sum is `N` again, and repeat until nothing new clips.
 # A small example: norms (10, 4, 1, 1, 1, 1, 0) and a budget of 3.
 

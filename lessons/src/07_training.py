@@ -10,7 +10,7 @@
 # **By the end of this lesson you can**
 # 1. turn a model into an INT4 model with `quantize_model`, and say which of its operations
 #    stay in full precision and why;
-# 2. train the tiny GPT (text) and the tiny ViT (digits) under a recipe with `int4lab.train`,
+# 2. train the tiny GPT (text) and the tiny ViT (digits) under a recipe with `int4lab.training.loop`,
 #    and say which implementation ran every quantized operation;
 # 3. compare the recipes on loss curves, and read them against the paper's ordering,
 #    FP ≥ INT8 ≥ HQ+LSS > naive INT4;
@@ -22,11 +22,11 @@
 import int4lab
 import torch
 
-from int4lab import data as D
+from int4lab.training import data as D
 from int4lab import runtime
 from int4lab.course import l07_training as l07
 from int4lab.layers import RECIPES, quantize_model
-from int4lab.train import TrainConfig, get_batch, train
+from int4lab.training.loop import TrainConfig, get_batch, train
 
 FAST = runtime.FAST            # CI runs the lessons with INT4LAB_FAST=1: few steps, 3 recipes
 print("kernels run:", runtime.describe())
@@ -79,7 +79,7 @@ print(quantize_model(mlp, "int4_hq_lss"))
 # %% [markdown]
 # ## 2. One training step, by hand
 #
-# `int4lab.train.train(config)` is nanoGPT's loop, shrunk: AdamW, a linear warm-up then a cosine
+# `int4lab.training.loop.train(config)` is nanoGPT's loop, shrunk: AdamW, a linear warm-up then a cosine
 # learning-rate decay, gradient clipping, an evaluation every `eval_every` steps on a fixed
 # validation set, and batches that are a pure function of `(seed, step)`, so every recipe sees
 # exactly the same data in the same order. One step of it, written out:
@@ -189,7 +189,7 @@ for task, by_recipe in results.items():
 # ## 6. What the course measured: `docs/RESULTS.md`
 #
 # `python scripts/make_results.py` trains every recipe on both tasks with larger settings
-# (`int4lab.train.TASK_DEFAULTS`) and several seeds, and writes `docs/RESULTS.md` with means and
+# (`int4lab.training.loop.TASK_DEFAULTS`) and several seeds, and writes `docs/RESULTS.md` with means and
 # standard deviations. The cell below reads its tables, if the file exists in your checkout: those
 # are the course's numbers to quote, not the single-seed runs above.
 
@@ -248,7 +248,7 @@ else:
 # - `quantize_model(model, recipe)` turns every linear layer into an `Int4Linear`: all three GEMMs
 #   on INT4 (HQ forward; bit splitting and leverage score sampling backward), everything else in
 #   full precision, as the paper prescribes.
-# - The same training loop (`int4lab.train`) runs every recipe with the same seed, data and
+# - The same training loop (`int4lab.training.loop`) runs every recipe with the same seed, data and
 #   schedule, on the spec, the library's kernels or yours, and `int4lab.last_ran()` says which.
 # - At small scale the broad ordering of the paper shows: naive INT4 is clearly worse, INT8 is
 #   close to fp32, the paper's recipe is in between; small gaps need several seeds to mean

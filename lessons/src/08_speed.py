@@ -20,7 +20,7 @@
 import int4lab
 from int4lab import runtime
 from int4lab.course import l08_speed as l08
-from int4lab.widgets import interactive_plot
+from int4lab.course.widgets import interactive_plot
 
 # %matplotlib inline
 
@@ -127,7 +127,7 @@ interactive_plot(l08.linear_breakdown_figure, quant_bytes=(0.0, 48.0, 1.0, 24.0)
 # int4lab bench --suite all --out results/h200-2026-01      # timings, results.json, PNG plots
 # ```
 #
-# It times (`int4lab/benchsuite.py`):
+# It times (`int4lab/perf/bench.py`):
 # - **gemm**: our `int4_matmul` against `torch.mm` in bf16 (cuBLAS), `torch._int_mm` (int8,
 #   cuBLASLt) and `torch._scaled_mm` in FP8, at sizes 1024³ to 8192³ and LLaMA-like shapes;
 # - **memory**: `hadamard_quantize`, `quantize_int4`, `bit_split` as a percentage of the copy
@@ -202,10 +202,10 @@ quant = compiled.show("quantize_int4", arch="sm_90")
 # `Int4Linear` forward + backward, the kernel launches, the host synchronisations (each `.item()`
 # or data-dependent shape makes the CPU wait for the GPU) and the full-size memory passes. Each
 # is a cost that no GEMM speed-up removes. On a CPU the counts are proxies for a GPU's (the same
-# operations run; see `int4lab/layer_counts.py`).
+# operations run; see `int4lab/perf/layer_counts.py`).
 
 # %%
-from int4lab import layer_counts
+from int4lab.perf import layer_counts
 
 counts = layer_counts.count_layer("int4_hq_lss", tokens=256, d=128)
 print(layer_counts.format_report(counts))

@@ -21,7 +21,7 @@ import torch
 
 from int4lab import runtime
 from int4lab.course import l09_beyond as l09
-from int4lab.widgets import interactive_plot
+from int4lab.course.widgets import interactive_plot
 
 # %matplotlib inline
 
@@ -82,9 +82,9 @@ l09.grid_figure()
 # Lesson 04's activations: N(0, 1) values with 4 outlier channels of about ±50. Each format is
 # a *fake quantizer* (`l09.FORMATS`): it returns the values the format represents, and we
 # measure `‖x̂ − x‖ / ‖x‖` over all of X and over its non-outlier channels (the signal that the
-# outliers crowd out). The INT4 variants are the library's quantizer (`int4lab.quant`) with one
+# outliers crowd out). The INT4 variants are the library's quantizer (`int4lab.spec.quantizers`) with one
 # scale per tensor, the same after the paper's block Hadamard rotation (HQ, block 32,
-# `int4lab.hadamard.block_hadamard`), and with one scale per 32 values (for a fair comparison
+# `int4lab.spec.hadamard.block_hadamard`), and with one scale per 32 values (for a fair comparison
 # with the block-scaled floats).
 
 # %%

@@ -361,7 +361,7 @@ def _code(src):
 
 BROKEN = [
     _code("%matplotlib inline\nfrom IPython.display import display\nfrom matplotlib.figure import Figure\n"
-          "from int4lab.widgets import interactive_plot\n"
+          "from int4lab.course.widgets import interactive_plot\n"
           "frozen = Figure(figsize=(3, 2)); frozen.subplots().plot([0, 1], [1, 0])"),
     # a slider that drives nothing: its figure never changes
     _code("interactive_plot(lambda a: frozen, a=(0, 10, 1, 5));"),

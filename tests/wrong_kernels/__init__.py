@@ -15,6 +15,6 @@ def files(slot=None):
 
 def load(path):
     """Import a wrong-kernel file as the learner's module; return (slot, function)."""
-    from int4lab import store
+    from int4lab.exercises import workspace as store
     slot = path.name.split("__")[0]
     return slot, getattr(store.import_file(path, f"wrong_{path.stem}"), slot)

@@ -3,7 +3,7 @@ import torch
 import triton
 import triton.language as tl
 
-from int4lab.hadamard import hadamard_matrix
+from int4lab.spec.hadamard import hadamard_matrix
 
 
 @triton.jit

