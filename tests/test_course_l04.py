@@ -78,3 +78,34 @@ def test_ablation_figure_has_table4():
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights == [s for _, s in l04.ABLATION_TABLE4]
     assert dict(l04.ABLATION_TABLE4)["HQ"] == 54.2 and dict(l04.ABLATION_TABLE4)["LSQ"] == 37.3
+
+
+# ---- lesson 04's prose against its own outputs (both lesson sizes: INT4LAB_FAST and full) ------
+
+LESSON_SIZES = [(64, 1024, 64), (256, 1024, 256)]       # lessons/src/04_hadamard.py: N_TOK, D, C
+
+
+@pytest.mark.parametrize("n_tok, d, c", LESSON_SIZES)
+def test_lesson_prose_section1_and_3(n_tok, d, c):
+    """Section 1: "max|x| above 60 ... s/2, more than 4"; section 3: channel maxima of XH in the
+    outliers' blocks "at about 12", "the per-tensor step falls more than fourfold", and section 5:
+    "block 32 cuts the error of the non-outlier channels from 100% to under 60%"."""
+    from int4lab.spec.hadamard import block_hadamard
+    x, out = l04.make_activations(n_tok, d, n_outliers=4, magnitude=50.0)
+    plain = l04.quantization_report(x, out, 1)
+    hq = l04.quantization_report(x, out, 32)
+    assert float(x.abs().max()) > 60 and plain["scale"] / 2 > 4
+    xh = block_hadamard(x, 32)
+    in_blocks = torch.isin(torch.arange(d) // 32, out // 32)
+    assert 11 <= float(xh.abs().amax(dim=0)[in_blocks].mean()) <= 13          # "about 12"
+    assert plain["scale"] / hq["scale"] > 4
+    assert plain["bulk_rel_error"] > 0.995 and hq["bulk_rel_error"] < 0.6
+
+
+@pytest.mark.parametrize("n_tok, d, c", LESSON_SIZES)
+def test_lesson_prose_search_picks_a_large_block(n_tok, d, c):
+    """Section 5: "the product is smallest at a large block ... in the hundreds of channels or at 1024"."""
+    from int4lab.spec.hadamard import search_block_size
+    x, out = l04.make_activations(n_tok, d, n_outliers=4, magnitude=50.0)
+    best, _ = search_block_size(x, l04.make_weight(c, d))
+    assert best >= 256

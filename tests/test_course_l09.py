@@ -59,3 +59,30 @@ def test_error_figure_bars_match_format_errors():
     assert heights[:n] == pytest.approx([100 * v[0] for v in e.values()])
     assert heights[n:] == pytest.approx([100 * v[1] for v in e.values()])
     assert len(l09.grid_figure().axes[0].lines) == 3
+
+
+# ---- lesson 09's prose against its own outputs (both lesson sizes: INT4LAB_FAST and full) ------
+
+def test_lesson_prose_mxfp4_scale_within_075_and_15_of_ideal():
+    """Section 2: the power-of-two scale is between 0.75x and 1.5x the ideal max/6."""
+    lo, hi = l09.mxfp4_scale_vs_ideal()
+    assert f"{lo:.2f}" == "0.75" and lo >= 0.75 and hi == 1.5
+    amax = torch.tensor([4.0, 5.0, 7.9])          # the answers' examples: scale 1 for all three
+    assert l09.mxfp4_scale(amax).tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("n_tok, d", [(32, 512), (128, 1024)])     # lessons/src/09: N_TOK, D
+def test_lesson_prose_hq_against_block_scales(n_tok, d):
+    """Section 3: HQ brings the non-outlier error from 100% to "a little over half", behind every
+    block-scaled format; its step is several times a typical block's. Summary: FP8 << NVFP4 <
+    MXFP4 ~ INT4 per block < HQ < per-tensor INT4."""
+    x, out = l09.make_activations(n_tok, d, n_outliers=4, magnitude=50.0)
+    bulk = {k: v[1] for k, v in l09.format_errors(x, out).items()}
+    assert bulk["INT4 per-tensor"] > 0.995
+    assert 0.5 < bulk["INT4 + Hadamard (HQ)"] < 0.6
+    for blocked in ("INT4 per-32 block", "MXFP4", "NVFP4"):
+        assert bulk[blocked] < bulk["INT4 + Hadamard (HQ)"]
+    assert bulk["FP8 E4M3"] * 5 < bulk["NVFP4"] < bulk["MXFP4"]
+    assert abs(bulk["MXFP4"] - bulk["INT4 per-32 block"]) < 0.05
+    hq_step, block_step = l09.int4_steps(x)
+    assert hq_step > 4 * block_step

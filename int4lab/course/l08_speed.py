@@ -1,9 +1,11 @@
 """Lesson 08's helpers: the roofline, a time model of a linear layer, and recorded benchmarks.
 
-Hardware numbers (the course's fact sheet): H100/H200 SXM dense peaks BF16 989 TFLOP/s and INT8
-1979 TOPS, HBM 4.8 TB/s; measured on a workplace H200: bf16 8192^3 torch.matmul about 770-790
-TFLOP/s, device-to-device copy about 4.3 TB/s. Hopper has no INT4 tensor cores: the course's
-INT4 GEMM runs its values on the INT8 ones, so its ceiling is 2x bf16.
+Hardware numbers (the course's fact sheet, docs/facts.md): H100/H200 SXM dense peaks BF16 989
+TFLOP/s and INT8 1979 TOPS; HBM 4.8 TB/s on an H200, 3.35 TB/s on an H100 SXM. PLANNING_H200
+holds planning estimates, NOT measurements of this course (no GPU run is recorded in the
+repository): a bf16 8192^3 torch.matmul at about 770-790 TFLOP/s and a device-to-device copy at
+about 4.3 TB/s on an H200. Hopper has no INT4 tensor cores: the course's INT4 GEMM runs its
+values on the INT8 ones, so its ceiling is 2x bf16.
 
 Recorded GPU results are the JSON files `int4lab bench --suite all --out results/DIR` writes
 (results/*/results.json, with the machine and the date inside). latest_results finds the newest
@@ -16,7 +18,10 @@ from pathlib import Path
 from int4lab.course import l03_gemm as _l03
 
 H200 = dict(_l03.H200)                        # bf16_tflops 989, int8_tops 1979, hbm_tbs 4.8
-MEASURED_H200 = {"bf16_tflops": 780.0, "copy_tbs": 4.3}   # middle of 770-790; copy read + write
+H100_SXM_HBM_TBS = 3.35                       # H100 SXM: the same tensor cores, slower HBM3
+#: Planning estimates for an H200, not measured by this course: a large bf16 matmul at ~780
+#: TFLOP/s (middle of 770-790) and a device-to-device copy (read + write) at ~4.3 TB/s.
+PLANNING_H200 = {"bf16_tflops": 780.0, "copy_tbs": 4.3}
 
 #: dropdown name: (bytes per A/B value, peak key, label). INT4 on Hopper runs on INT8 cores.
 KINDS = {
@@ -42,6 +47,13 @@ def gemm_cost(size, kind, out_bytes=2):
     return {"flops": flops, "bytes": moved, "intensity": flops / moved}
 
 
+def memory_bound_below(kind, hbm_tbs=H200["hbm_tbs"], out_bytes=2):
+    """The side n under which a square n^3 GEMM of the given kind is memory-bound: where its
+    intensity 2n / (2 b + out_bytes) meets the ridge point peak / bandwidth."""
+    ridge = H200[KINDS[kind][1]] / hbm_tbs
+    return ridge * (2 * KINDS[kind][0] + out_bytes) / 2
+
+
 def attainable(intensity, kind, hbm_tbs=H200["hbm_tbs"]):
     """min(peak, bandwidth x intensity) in TFLOP/s (TOPS), and which limit binds."""
     peak = H200[KINDS[kind][1]]
@@ -51,7 +63,8 @@ def attainable(intensity, kind, hbm_tbs=H200["hbm_tbs"]):
 
 def roofline_figure(log2_size=12, kind="bf16"):
     """The H200 roofline with a square GEMM of side 2^log2_size of the chosen kind marked; the
-    measured bf16 matmul and copy bandwidth of a workplace H200 are drawn dashed."""
+    planning estimates of a bf16 matmul and a copy on an H200 (PLANNING_H200, not measured by
+    this course) are drawn dashed."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import ScalarFormatter
 
@@ -63,9 +76,9 @@ def roofline_figure(log2_size=12, kind="bf16"):
         peak = H200[KINDS[name][1]]
         ax.plot(ai, [min(peak, H200["hbm_tbs"] * a) for a in ai], color=c, linewidth=1.6,
                 label=f"{name} tensor cores: {peak:.0f} peak; ridge at {peak / H200['hbm_tbs']:.0f} FLOP/B")
-    ax.plot(ai, [min(MEASURED_H200["bf16_tflops"], MEASURED_H200["copy_tbs"] * a) for a in ai],
+    ax.plot(ai, [min(PLANNING_H200["bf16_tflops"], PLANNING_H200["copy_tbs"] * a) for a in ai],
             color="gray", linestyle="--", linewidth=1.0,
-            label="measured H200: bf16 matmul ~780, copy ~4.3 TB/s")
+            label="planning estimate, not measured: bf16 matmul ~780, copy ~4.3 TB/s")
     c = gemm_cost(size, kind)
     perf, bound = attainable(c["intensity"], kind)
     color = {"bf16": "tab:blue", "int8": "tab:olive", "int4-packed": "tab:green"}[kind]
@@ -89,10 +102,11 @@ def roofline_figure(log2_size=12, kind="bf16"):
 # Where a linear layer's time goes: a model
 
 def linear_time_model(hidden, tokens=8192, kind="bf16", quant_bytes=24.0,
-                      efficiency=MEASURED_H200["bf16_tflops"] / H200["bf16_tflops"],
-                      hbm_tbs=MEASURED_H200["copy_tbs"]):
+                      efficiency=PLANNING_H200["bf16_tflops"] / H200["bf16_tflops"],
+                      hbm_tbs=PLANNING_H200["copy_tbs"]):
     """Milliseconds of one training step of a square hidden x hidden linear layer on `tokens`
-    rows, on an H200, split into its parts.
+    rows, on an H200, split into its parts. The defaults are the planning estimates
+    PLANNING_H200 (not measurements).
 
     Three GEMMs of 2 * tokens * hidden^2 FLOPs each (forward Y = X W^T, input gradient dY W,
     weight gradient dY^T X), run at `efficiency` of the peak (bf16: 989; int4: INT8's 1979;
@@ -112,6 +126,19 @@ def linear_time_model(hidden, tokens=8192, kind="bf16", quant_bytes=24.0,
         parts["quantize passes"] = elements * quant_bytes / (hbm_tbs * 1e12) * 1e3
     parts["total"] = sum(parts.values())
     return parts
+
+
+def speedup(hidden, tokens=8192, quant_bytes=24.0):
+    """The modelled int4 speed-up over bf16 of one training step (linear_time_model)."""
+    return (linear_time_model(hidden, tokens, "bf16")["total"]
+            / linear_time_model(hidden, tokens, "int4", quant_bytes)["total"])
+
+
+def model_vs_paper(quant_bytes=24.0, tokens=8192):
+    """{hidden: (modelled speed-up, (paper's speed-up low, high))} at the paper's hidden sizes.
+    The paper's wall-time change d (PAPER_WALLTIME) is a speed-up of 1 / (1 - d)."""
+    return {h: (speedup(h, tokens, quant_bytes), (1 / (1 - lo), 1 / (1 - hi)))
+            for h, (lo, hi) in sorted(PAPER_WALLTIME.items())}
 
 
 def linear_breakdown_figure(quant_bytes=24.0, tokens=8192, hiddens=(1024, 2048, 2560, 4096, 8192, 8960)):

@@ -72,13 +72,28 @@ def fp8_fake(x, fmt="e4m3"):
     return round_to_grid(x / s, fmt) * s
 
 
+def mxfp4_scale(amax):
+    """MXFP4's shared scale of a block whose max|x| is amax: 2^(floor(log2 amax) - 2) (OCP MX;
+    2 = E2M1's largest exponent). amax / scale lies in [4, 8), so the scale is between 0.75x
+    and 1.5x the ideal amax / 6 (see mxfp4_scale_vs_ideal)."""
+    amax = torch.as_tensor(amax, dtype=torch.float32)
+    return torch.exp2(torch.floor(torch.log2(amax.clamp(min=2.0 ** -126))) - 2)
+
+
+def mxfp4_scale_vs_ideal(n=4096):
+    """(min, max) over one octave of amax of MXFP4's scale divided by the ideal scale amax / 6
+    (which maps the block's max onto E2M1's largest value). Above 1: the max lands below 6 and
+    levels go unused; below 1: values above 6 scales saturate."""
+    amax = torch.exp2(torch.arange(n, dtype=torch.float64) / n).float()      # [1, 2)
+    ratio = mxfp4_scale(amax) / (amax / 6.0)
+    return float(ratio.min()), float(ratio.max())
+
+
 def mxfp4_fake(x, block=32):
     """MXFP4: E2M1 elements, a shared power-of-two scale per `block` values (OCP MX: exponent
     floor(log2 amax) - 2). Values whose ratio to the scale exceeds 6 saturate at 6."""
     b = _blocks(x, block)
-    amax = b.abs().amax(-1, keepdim=True)
-    e = torch.floor(torch.log2(amax.clamp(min=2.0 ** -126))) - 2
-    s = torch.exp2(e)
+    s = mxfp4_scale(b.abs().amax(-1, keepdim=True))
     return (round_to_grid(b / s, "e2m1") * s).reshape(x.shape)
 
 
@@ -114,6 +129,14 @@ FORMATS = {
     "FP8 E5M2": (lambda x: fp8_fake(x, "e5m2"), 8.0),
     "FP8 E4M3": (lambda x: fp8_fake(x, "e4m3"), 8.0),
 }
+
+
+def int4_steps(x, hadamard_block=32, block=32):
+    """(HQ's one per-tensor INT4 step max|XH| / 7, the median INT4 step of the blocks of `block`
+    values of X, max|block| / 7): why per-tensor HQ loses to per-block scales on outliers."""
+    hq = float(block_hadamard(x.float(), hadamard_block).abs().max()) / 7
+    per_block = _blocks(x, block).abs().amax(-1) / 7
+    return hq, float(per_block.median())
 
 
 def _rel(a, b):

@@ -282,8 +282,9 @@ def quantize_int4_kernel(x_ptr, p_ptr, s_ptr, given_ptr, K, L, nb, seed,
     #         is 0). Store s at s_ptr + g.
     # TODO 4: v = x / s, clamped to [-7, 7]. Then round: with STOCHASTIC, floor(v + u) where
     #         u = tl.rand(seed, offsets), offsets distinct per element (e.g. r * K + column);
-    #         else round half to EVEN like torch.round (floor(v + 0.5) is wrong on exact ties
-    #         whose floor is odd: 2.5 must give 2, -2.5 must give -2).
+    #         else round half to EVEN like torch.round. (floor(v + 0.5) rounds every tie up,
+    #         which is wrong exactly when the tie's floor k is even: 2.5 must give 2, not 3;
+    #         -1.5 must give -2, not -1. Ties with k odd, such as 1.5 or -2.5, come out right.)
     # TODO 5: pack: (even code & 0xF) | ((odd code & 0xF) << 4), computed in int32 and stored
     #         as uint8 at p_ptr + r * (K // 2) + b * (L // 2) + j (masked).
     pass
@@ -395,10 +396,11 @@ int4lab.progress();
 # 5. `∂L/∂s` is a sum over every element of the tensor, so it grows with the tensor's size and
 #    with the number of levels; the factor keeps the step-size updates on the scale of the
 #    weight updates (Esser et al.), so one learning rate suits both.
-# 6. Exact ties `k + 0.5` with `k` odd (e.g. 1.5 is fine, 2.5 gives 3 instead of 2; −2.5 gives
-#    −2, fine, but −1.5 gives −1 instead of −2). Values such as `x / s = 2.5` occur whenever an
-#    input is an exact multiple of half a step; the checks compare bytes exactly, so those
-#    elements fail.
+# 6. `floor(v + 0.5)` rounds every tie up, so it is wrong exactly on the ties `k + 0.5` whose
+#    floor `k` is **even**: 2.5 (`k = 2`) gives 3 instead of 2, and −1.5 (`k = −2`) gives −1
+#    instead of −2. Ties with `k` odd come out right (1.5 → 2, −2.5 → −2), and so does every
+#    value that is not a tie. Values such as `x / s = 2.5` occur whenever an input is an exact
+#    multiple of half a step; the checks compare bytes exactly, so those elements fail.
 
 # %% [markdown]
 # ## Summary

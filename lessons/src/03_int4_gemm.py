@@ -147,17 +147,23 @@ for blk in (16, 32, 64, 128, 256):
 #
 # | GPU | INT4 tensor cores? | dense peaks (TFLOP/s or TOPS) |
 # |---|---|---|
-# | RTX 3090 (Ampere), the paper's speed test | **yes** | FP16 142, INT4 568 (4×) |
-# | A100 (Ampere), RTX 4090 (Ada) | yes | INT4 = 4× FP16 |
+# | RTX 3090 (Ampere), the paper's speed test | **yes** | FP16 142 (71\*), INT4 568: 4× (**8×**\*) |
+# | A100 (Ampere) | yes | FP16 312, INT4 1248: 4× |
+# | RTX 4090 (Ada) | yes | INT4 = 4× FP16 (8×\*) |
 # | **H100 / H200 (Hopper)** | **no**: f16, bf16, tf32, fp8, int8 | BF16 989, INT8 1979 (2×) |
 # | Blackwell | no (it has FP4 formats instead) | |
+#
+# \* The GeForce cards' FP16 peak (142 on the RTX 3090) is with FP16 accumulation; with the FP32
+# accumulation that training GEMMs use it is half (71), so their INT4 is 8× that. The A100 runs
+# FP16 at 312 with either accumulation.
 #
 # And Triton has no INT4 dot on any GPU: `tl.dot` takes `int8 × int8` and accumulates in int32.
 # So the course's kernel keeps the INT4 values (`|q| ≤ 8`) in **int8 registers** and runs them on
 # the **INT8 tensor cores**; the sums stay exact (section 2). Two consequences:
 #
-# - On an H100/H200 the ceiling is INT8's: **at most 2× BF16**, not 4×. The paper's "up to 2.2×"
-#   over FP16 was measured on an RTX 3090 with its INT4 tensor cores; do not expect it on Hopper.
+# - On an H100/H200 the ceiling is INT8's: **at most 2× BF16**, not the 4–8× of INT4 tensor
+#   cores. The paper's "up to 2.2×" over FP16 was measured on an RTX 3090 with its INT4 tensor
+#   cores; do not expect it on Hopper.
 # - Packing still pays: the operands travel from memory at **half a byte per value**, half the
 #   traffic of int8 storage, and unpacking happens in registers, where it is almost free.
 
@@ -217,13 +223,14 @@ interactive_plot(l03.roofline_figure, size=(128, 16384, 128, 1024));
 # What the plot says:
 #
 # - For large GEMMs every kind is compute-bound, and INT4-in-INT8 can be at most **2×** bf16.
-#   Real kernels reach less than the peaks: on a workplace H200, a bf16 8192³ `torch.matmul`
-#   measured about 770–790 TFLOP/s of the 989.
+#   Real kernels reach less than the peaks; how much less on a given GPU, `int4lab bench`
+#   measures (lesson 08). This course has recorded no GPU measurement of its own.
 # - For small or skinny GEMMs (few tokens), memory decides, and packing matters: half a byte per
 #   value moves less than int8 storage, which moves less than bf16.
 # - The quantize passes (lesson 02) read bf16 activations and write packed codes: memory-bound
 #   work that a layer adds around its GEMM. Their share shrinks as the matrices grow, which is why
-#   INT4 training gains little at hidden sizes ≤ 1024 and starts paying off from about 4096.
+#   the paper's INT4 training was slower than FP16 at hidden size 2560, about even at 4096, and
+#   faster only at 8960 (lesson 08).
 
 # %% [markdown]
 # ## 7. Your kernel: `int4_matmul`
@@ -289,7 +296,8 @@ def int4_matmul(a, a_scale, b, b_scale, out_dtype=torch.float32):
     #         with stride 1; a 0-dim scale -> s.float().reshape(1) with stride 0 (every row of
     #         the tile then reads element 0).
     # TODO 3: BLOCK_M = BLOCK_N = BLOCK_K = 32 on the CPU (on a GPU bigger tiles feed the tensor
-    #         cores: 128, 128, 64; BLOCK_K >= 32 keeps the int8 dot legal on Hopper).
+    #         cores: 128, 128, 64; Triton requires K >= 32 for a dot of 8-bit operands on
+    #         every NVIDIA GPU, so keep BLOCK_K >= 32).
     #         grid = (triton.cdiv(M, BLOCK_M), triton.cdiv(N, BLOCK_N)); launch with
     #         a.stride(0), a.stride(1), b.stride(0), b.stride(1), the scales' strides,
     #         c.stride(0), c.stride(1) and APPLY_SCALES=(out_dtype != torch.int32). Return c.
@@ -426,7 +434,8 @@ if report is not None:
 #    are as different as they get (`7, -8, 7, -8, ...`) to catch it.
 # 4. 2×: Hopper has no INT4 tensor cores, so INT4 values run on the INT8 ones, whose dense peak
 #    (1979 TOPS) is twice bf16's (989). The paper's "up to 2.2×" was measured on an RTX 3090,
-#    whose INT4 tensor cores are 4× its FP16 ones.
+#    whose INT4 tensor cores run at 4× its FP16 rate with FP16 accumulation (568 vs 142) and 8×
+#    with the FP32 accumulation that training uses (568 vs 71).
 # 5. The skinny one: with `M = 16` its intensity is low (every weight is used by only 16 tokens),
 #    so it is memory-bound, and moving half a byte per weight instead of one (int8) or two (bf16)
 #    cuts its time. The 4096³ GEMM is compute-bound: packing changes its traffic, not its time.

@@ -220,9 +220,11 @@ print(f"∇W: formula vs layer, relative difference {rel(grad_w, layer.weight.gr
 print("quantized ops ran:", int4lab.last_ran())
 
 # %% [markdown]
-# On a CPU the layer ran the spec, so the differences are 0 or at float rounding. (On a GPU its
-# Triton kernels sum in another order; a code may then differ where a value sits on a rounding
-# boundary.)
+# The line above says which implementation ran for each slot: `spec` (PyTorch), `triton` (the
+# library's kernels) or `learner` (yours, once unlocked; on a CPU through the interpreter). Where
+# it is the spec, the differences are 0 or at float rounding. A Triton kernel, yours or the
+# library's, may sum in another order, so a code may differ where a value sits on a rounding
+# boundary.
 #
 # ## 4. `Int4Linear` and its recipes
 #

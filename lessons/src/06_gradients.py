@@ -186,15 +186,21 @@ print(f"relative error of one draw: {float((g_back.cpu() - g).norm() / g.norm())
 #    `tl.atomic_max`. (A program that used only its own tile's max would be wrong: the codes must
 #    share one scale.)
 # 2. **`bit_split_kernel`**: each program reads the max, computes `s = 196 / (2·max)` (1 for an
-#    all-zero `g`) and handles `BLOCK_R` rows × `BLOCK_B` output **bytes**: it loads the even
+#    all-zero `g`; the exact order of operations is below) and handles `BLOCK_R` rows × `BLOCK_B` output **bytes**: it loads the even
 #    columns `2j` and the odd ones `2j + 1` with two strided loads, splits each into `hi` and
 #    `lo`, and packs them as in lesson 01. Program (0, 0) also stores the two scales.
 #
 # Details the checks look at:
+# - The two scales must equal the spec's **bit for bit**, so compute them in the order torch does.
+#   For a tensor `t`, torch evaluates `196 / t` as `reciprocal(t) * 196`, and the spec's
+#   `14 / s` as `reciprocal(s) * 14`. In fp32 with IEEE division (`tl.math.div_rn`):
+#   `s = 196 * div_rn(1, 2·max)`, then `scale_lo = div_rn(1, s)`, then `scale_hi = 14 * scale_lo`.
+#   The direct `div_rn(196, 2·max)` and `div_rn(14, s)` are each rounded once instead of twice, so
+#   they can land one ulp away from torch's, and the check fails on the scales.
 # - `hi` must equal the spec bit for bit. `torch.round` rounds halves to **even**
 #   (`round(0.5) = 0`, `round(2.5) = 2`), and ties do happen (`g·s = 7` gives `v/14 = 0.5`):
-#   write a small `@triton.jit` helper with `tl.floor`. Use `tl.math.div_rn` for the two
-#   divisions so that they round like torch's on a GPU too.
+#   write a small `@triton.jit` helper with `tl.floor`. Use `tl.math.div_rn` for every division
+#   (the scales' and `v / 14`) so that they round like torch's on a GPU too.
 # - `lo`'s noise: `u = tl.rand(seed, offset) − 0.5` with `offset = n·C + c`, one counter-based draw
 #   per element. Your draws differ from torch's, so `lo` is checked **in distribution**: every
 #   code must be the floor or the ceiling of the exact remainder, rounded up with probability
@@ -225,8 +231,9 @@ def bit_split_kernel(g_ptr, amax_ptr, hi_ptr, lo_ptr, scale_hi_ptr, scale_lo_ptr
                      N, C, stride_n, stride_c, seed,
                      BLOCK_R: tl.constexpr, BLOCK_B: tl.constexpr):
     # Pass 2: BLOCK_R rows x BLOCK_B output bytes of hi and lo per program.
-    # TODO 1: s = 196 / (2 * amax), or 1.0 when amax == 0 (tl.math.div_rn); program (0, 0)
-    #         stores scale_hi = 14 / s and scale_lo = 1 / s.
+    # TODO 1: the scales, in this order (it reproduces torch's bits; tl.math.div_rn for "/"):
+    #         s = 196 * (1 / (2 * amax)), or 1.0 when amax == 0; scale_lo = 1 / s;
+    #         scale_hi = 14 * scale_lo. Program (0, 0) stores scale_hi and scale_lo.
     # TODO 2: rows, byte offsets j, a mask (rows < N, j < C // 2); load the even columns 2j and
     #         the odd columns 2j + 1 (masked, other=0.0), as tl.float32.
     # TODO 3: for each of the two: v = g * s; hi = clamp(round_half_even(v / 14), -6, 6);

@@ -3,16 +3,18 @@
 #
 # The earlier lessons built INT4 training kernel by kernel and checked every one against a
 # PyTorch spec. This lesson asks the question the whole method exists for: **is it faster?**
-# *Training Transformers with 4-bit Integers* (Xi, Li, Chen, Zhu, NeurIPS 2023) reports "up to
-# 2.2×" for its INT4 operators and a 35.1% shorter training wall time on a large model. We will
-# see where those numbers come from, what the GPUs a learner can rent today (H100, H200) allow,
-# and how to measure honestly.
+# *Training Transformers with 4-bit Integers* (Xi, Li, Chen, Zhu, NeurIPS 2023) reports its INT4
+# operators "up to 2.2 times faster" than FP16, and a faster training: "by up to 35.1%" in the
+# arXiv version's abstract (2306.11987), "by 17.8% on average for sufficiently large models" in
+# the NeurIPS 2023 version's. We will see where those numbers come from, what the GPUs a learner
+# can rent today (H100, H200) allow, and how to measure honestly.
 #
 # **By the end of this lesson you can**
 # 1. place any GEMM on a roofline and say whether memory or compute bounds it;
 # 2. explain why INT4 on Hopper is capped at 2× bf16, and where the paper's 2.2× came from;
 # 3. split a linear layer's training step into its three GEMMs and its memory-bound quantize
-#    passes, and say why the gains only appear at hidden sizes of 4096 and more;
+#    passes, and say why the paper measured a slowdown at hidden size 2560, break-even at 4096
+#    and a gain only at 8960;
 # 4. run the course's benchmark suite (`int4lab bench`) and read its results, or know why a
 #    CPU cannot produce any.
 
@@ -36,19 +38,22 @@ print("kernels run:", runtime.describe())
 # the **arithmetic intensity**: FLOPs done per byte moved to or from HBM. A kernel can go no
 # faster than `min(peak, bandwidth × intensity)`.
 #
-# The numbers for an H100/H200 SXM (Hopper), dense, from the vendor's sheet:
+# The numbers for the Hopper SXM GPUs, dense, from the vendor's sheets. The H100 and the H200
+# have the same tensor cores; the H200's memory is faster, which moves the ridge points:
 #
-# | | peak | ridge point (peak / 4.8 TB/s) |
-# |---|---|---|
-# | bf16 tensor cores | 989 TFLOP/s | 206 FLOP/byte |
-# | int8 tensor cores | 1979 TOPS | 412 FLOP/byte |
-# | FP8 tensor cores | 1979 TFLOP/s | 412 FLOP/byte |
-# | **INT4 tensor cores** | **none** | |
-# | HBM3e (H200) | 4.8 TB/s | |
+# | | peak | ridge point, H100 SXM (÷ 3.35 TB/s) | ridge point, H200 (÷ 4.8 TB/s) |
+# |---|---|---|---|
+# | bf16 tensor cores | 989 TFLOP/s | 295 FLOP/byte | 206 FLOP/byte |
+# | int8 tensor cores | 1979 TOPS | 591 FLOP/byte | 412 FLOP/byte |
+# | FP8 tensor cores | 1979 TFLOP/s | 591 FLOP/byte | 412 FLOP/byte |
+# | **INT4 tensor cores** | **none** | | |
+# | HBM | | 3.35 TB/s (HBM3) | 4.8 TB/s (HBM3e) |
 #
-# Peaks are not what you get. On a workplace H200, a bf16 8192³ `torch.matmul` measured about
-# 770–790 TFLOP/s (about 80% of the peak) and a device-to-device copy about 4.3 TB/s; the
-# dashed line of the plot is that measured machine.
+# The plots of this lesson use the H200's figures. Peaks are not what you get: the dashed line
+# of the plot is a **planning estimate, not a measurement of this course**: a bf16 8192³
+# `torch.matmul` at about 770–790 TFLOP/s (about 80% of the peak) and a device-to-device copy at
+# about 4.3 TB/s on an H200. No GPU run of the course is recorded in this repository; section 3
+# shows how to measure your own.
 #
 # A square GEMM of side `n` does `2n³` FLOPs and moves at least its three matrices once:
 # `(2·b + 2)·n²` bytes for `b` bytes per input value (bf16 `b = 2`, int8 `b = 1`, packed INT4
@@ -56,6 +61,11 @@ print("kernels run:", runtime.describe())
 # compute-bound. Slide the size and switch the kind.
 
 # %%
+for kind in l08.KINDS:
+    c = l08.gemm_cost(4096, kind)
+    print(f"{kind:12} bytes of a 4096³ GEMM (bf16 output): {c['bytes'] / l08.gemm_cost(4096, 'bf16')['bytes']:.2f}"
+          f" of bf16's; memory-bound below n ≈ {l08.memory_bound_below(kind):.0f} on an H200,"
+          f" {l08.memory_bound_below(kind, l08.H100_SXM_HBM_TBS):.0f} on an H100 SXM")
 l08.roofline_figure(log2_size=12, kind="int4-packed")
 
 # %%
@@ -64,16 +74,20 @@ interactive_plot(l08.roofline_figure, log2_size=(6, 14, 1, 9), kind=list(l08.KIN
 # %% [markdown]
 # What the chart says:
 #
-# - **Below about 1024³ every GEMM is memory-bound**, and there, fewer bytes per value is
-#   everything: packed INT4 moves a quarter of bf16's bytes, and its attainable throughput is
-#   higher at the same size.
+# - **Small GEMMs are memory-bound**, and there, fewer bytes per value is everything. The lines
+#   above print where each kind stops being memory-bound: on an H200 at a side of about 620
+#   (bf16 and packed INT4) to 820 (int8 storage), on an H100 SXM about 890 to 1180. Packed INT4
+#   reads a quarter of bf16's input bytes; with the bf16 output written too, it moves half of
+#   bf16's bytes (the `0.50` above), and its attainable throughput is higher at the same size.
 # - **Above the ridge, the peak is all that counts.** Hopper has no INT4 tensor cores: the
 #   course's INT4 GEMM (lesson 03) holds its values in int8 registers and runs them on the INT8
 #   tensor cores. Its ceiling is INT8's, **1979 / 989 = 2× bf16**, however the values are packed.
 # - **The paper's 2.2×** came from an RTX 3090 (Ampere), which *has* INT4 tensor cores:
-#   568 dense INT4 TOPS against 142 FP16 TFLOP/s, a 4× ceiling, of which its operators reached
-#   up to 2.2× over CUTLASS FP16 GEMMs. A100 and RTX 4090 also have INT4 tensor cores;
-#   H100/H200 and Blackwell do not (lesson 09 looks at what Blackwell offers instead).
+#   568 dense INT4 TOPS against 142 FP16 TFLOP/s with FP16 accumulation, or 71 with the FP32
+#   accumulation that training uses: a 4× ceiling against the first, 8× against the second. Its
+#   operators reached up to 2.2× over CUTLASS FP16 GEMMs. A100 and RTX 4090 also have INT4
+#   tensor cores; H100/H200 and Blackwell do not (lesson 09 looks at what Blackwell offers
+#   instead).
 
 # %% [markdown]
 # ## 2. Where a linear layer's time goes
@@ -94,11 +108,11 @@ interactive_plot(l08.roofline_figure, log2_size=(6, 14, 1, 9), kind=list(l08.KIN
 # bigger the layer, the smaller their share.
 #
 # `l08.linear_time_model` turns this into numbers for a square `hidden × hidden` layer on an
-# H200: GEMMs at the measured 79% of their peak, passes at the measured 4.3 TB/s, and a
-# parameter for the passes' traffic in bytes per element of X, W and ∇Y. A fused kernel (the
-# course's `hadamard_quantize` reads bf16 and writes packed codes) moves about 3 bytes; a chain
-# of separate elementwise kernels (rotate, scale, round, pack, transpose, each reading and
-# writing a full tensor) easily 20 or more. **This is a model, not a measurement**: it assumes
+# H200: GEMMs at 79% of their peak and passes at 4.3 TB/s (the planning estimates of section 1,
+# not measurements), and a parameter for the passes' traffic in bytes per element of X, W and
+# ∇Y. A fused kernel (the course's `hadamard_quantize` reads bf16 and writes packed codes) moves
+# about 3 bytes; a chain of separate elementwise kernels (rotate, scale, round, pack, transpose,
+# each reading and writing a full tensor) easily 20 or more. **This is a model, not a measurement**: it assumes
 # every GEMM runs at the same efficiency and ignores kernel launch latency, both of which hurt
 # small layers more.
 
@@ -108,15 +122,27 @@ l08.linear_breakdown_figure(quant_bytes=24)
 # %%
 interactive_plot(l08.linear_breakdown_figure, quant_bytes=(0.0, 48.0, 1.0, 24.0));
 
+# The model against the paper, with unfused passes (24 bytes per element), as speed-ups over
+# bf16 (the paper's wall-time change `d` is a speed-up of `1 / (1 − d)`):
+
+# %%
+for h, (model, (paper_lo, paper_hi)) in l08.model_vs_paper(quant_bytes=24).items():
+    paper = f"{paper_lo:.2f}×" if abs(paper_lo - paper_hi) < 0.005 else f"{paper_lo:.2f}–{paper_hi:.2f}×"
+    print(f"hidden {h:5}: model {model:.2f}×   paper {paper}")
+
 # %% [markdown]
-# With unfused passes (24 bytes per element), the model lands on the trend the paper measured
-# on 8× A100 with a BERT-like model (black bars): **25–28% slower at hidden 2560, about even at
-# 4096, a 35.1% shorter wall time at 8960** (its abstract: 17.8% on average for large enough
-# models). The match is partly luck (the paper's numbers are whole-model training on other
-# hardware), but the mechanism is the one above: at small hidden sizes the quantize passes eat
-# the GEMM savings. Slide the traffic to 3 bytes (fused kernels): the model then gains at every
-# size, and the gain creeps towards, never past, 2×. Fusing the memory-bound passes is where
-# the engineering goes.
+# The model has the paper's **trend, not its numbers**. The paper measured whole-model training
+# of a BERT-like model on 8× A100 (black bars): 25–28% slower at hidden 2560, about even at 4096
+# and a 35.1% shorter wall time at 8960. The model (the lines above) is slower at 2560 and faster
+# at 4096 and 8960, but milder at both ends: a smaller slowdown at 2560 and a smaller gain at
+# 8960 than the paper's. No match should be expected: the model is one linear layer on an H200,
+# whose INT4 runs on INT8 cores (2× ceiling), while the paper timed whole models on A100s with
+# INT4 tensor cores (4× ceiling). What the two share is the mechanism above: at small hidden
+# sizes the quantize passes eat the GEMM savings. (The paper's two abstracts quote the gain
+# differently: the arXiv version "up to 35.1%", the NeurIPS 2023 version "17.8% on average for
+# sufficiently large models".) Slide the traffic to 3 bytes (fused kernels): the model then
+# gains at every size, and the gain creeps towards, never past, 2×. Fusing the memory-bound
+# passes is where the engineering goes.
 
 # %% [markdown]
 # ## 3. Measuring: the benchmark suite
@@ -226,13 +252,14 @@ print(layer_counts.format_report(counts))
 # **Answers**
 #
 # 1. 512³ bf16: `2·512³ / (6·512²) ≈ 171` FLOP/byte, under the ridge (206): memory-bound. 8192³:
-#    about 2731 FLOP/byte, compute-bound. Packed INT4 moves a quarter of the input bytes, which
-#    raises the small GEMM's attainable throughput directly; for the large one bytes do not
-#    matter, only the peak does (2×).
+#    about 2731 FLOP/byte, compute-bound. Packed INT4 reads a quarter of the input bytes (half of
+#    all bytes, with the bf16 output), which raises the small GEMM's attainable throughput
+#    directly; for the large one bytes do not matter, only the peak does (2×).
 # 2. Hopper has no INT4 tensor cores; INT4 values run on INT8 ones, whose dense peak (1979
 #    TOPS) is twice bf16's (989). Packing only saves bytes, not multiply time.
-# 3. The RTX 3090 has INT4 tensor cores, 4× its FP16 peak (568 vs 142 dense TOPS): 2.2× is under
-#    that ceiling. The speed-up depends on the hardware, not just the method.
+# 3. The RTX 3090 has INT4 tensor cores: 568 dense TOPS, 4× its FP16 peak with FP16
+#    accumulation (142) and 8× its FP16 rate with FP32 accumulation (71). 2.2× is under either
+#    ceiling. The speed-up depends on the hardware, not just the method.
 # 4. GEMMs: `3 · 2·t·h²` FLOPs. Quantize passes: proportional to the elements of X, ∇Y (`t·h`
 #    each) and W (`h²`). Their ratio falls like `1/h`: at hidden 1024 the passes cost a large
 #    fraction of the GEMM time saved, so expect little or nothing (or a slowdown, unfused).
@@ -244,7 +271,8 @@ print(layer_counts.format_report(counts))
 # ## Summary
 #
 # - The roofline: `attainable = min(peak, bandwidth × FLOP/byte)`. On an H200, bf16 989 TFLOP/s
-#   and int8 1979 TOPS dense, HBM 4.8 TB/s; measured about 780 TFLOP/s and 4.3 TB/s.
+#   and int8 1979 TOPS dense, HBM 4.8 TB/s (an H100 SXM: the same peaks, 3.35 TB/s). The time
+#   model assumes about 780 TFLOP/s and 4.3 TB/s: planning estimates, not measurements.
 # - Hopper has no INT4 tensor cores: INT4-in-INT8 is capped at **2× bf16**. The paper's 2.2× was
 #   INT4 tensor cores on an RTX 3090.
 # - A linear layer's step is three GEMMs plus memory-bound quantize passes; the passes shrink

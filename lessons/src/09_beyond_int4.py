@@ -66,8 +66,11 @@ l09.grid_figure()
 #   tensor is often enough.
 # - **MXFP4** (the Open Compute Project's *microscaling* format): each block of **32** values
 #   shares a scale that is a **power of two**, `2^(⌊log₂ max|block|⌋ − 2)` (stored as an 8-bit
-#   exponent, E8M0); the values are E2M1. A power of two is cheap in hardware, but it can land up
-#   to 2× away from the ideal scale, so values either waste levels or saturate at 6.
+#   exponent, E8M0); the values are E2M1. A power of two is cheap in hardware, but it misses the
+#   ideal scale `max|block| / 6` (the one that maps the block's max onto 6): with this rule
+#   `max|block| / scale` lies in `[4, 8)`, so the scale is between 0.75× and 1.5× the ideal one
+#   (the cell below checks it). Up to 1.5× too coarse, the max lands near 4 and the top level
+#   goes unused; up to 4/3 too fine, the values above 6 scales saturate at 6.
 # - **NVFP4** (NVIDIA, Blackwell): blocks of **16** values, each with an **FP8 E4M3 scale**
 #   (a finer choice than a power of two), times one **fp32 scale per tensor** that keeps the
 #   block scales inside E4M3's range. The values are E2M1.
@@ -88,11 +91,16 @@ l09.grid_figure()
 # with the block-scaled floats).
 
 # %%
+lo, hi = l09.mxfp4_scale_vs_ideal()
+print(f"MXFP4's power-of-two scale / the ideal max/6: from {lo:.2f} to {hi:.2f}")
+
 x, outliers = l09.make_activations(N_TOK, D, n_outliers=4, magnitude=50.0)
 errors = l09.format_errors(x, outliers)
 print(f"{'format':24s} {'bits/value':>10s} {'error of X':>11s} {'non-outliers':>13s}")
 for name, (e_all, e_bulk) in errors.items():
     print(f"{name:24s} {l09.FORMATS[name][1]:10.2f} {100 * e_all:10.1f}% {100 * e_bulk:12.1f}%")
+hq_step, block_step = l09.int4_steps(x)
+print(f"INT4 step: HQ's one per-tensor scale {hq_step:.2f}; per 32 values, median {block_step:.2f}")
 
 # %%
 l09.error_figure(magnitude=50.0, n_tokens=N_TOK, d=D)
@@ -115,8 +123,14 @@ interactive_plot(lambda magnitude: l09.error_figure(magnitude, n_tokens=N_TOK, d
 # - **FP8 E4M3 is in another league**: 8 bits and a float's constant relative precision keep
 #   every channel within a few percent with a single scale per tensor. E5M2 trades a mantissa bit
 #   for range: twice the error, which is why it is kept for gradients, whose range is wide.
-# - **Per-tensor INT4 is wiped out by outliers**, as in lesson 04; **HQ** spreads each outlier
-#   over its block of 32 channels and recovers much of the rest.
+# - **Per-tensor INT4 is wiped out by outliers**, as in lesson 04 (100% error on the
+#   non-outlier channels). **HQ** spreads each outlier over its block of 32 channels and brings
+#   that error down to a little over half (the printed table), but it stays behind every
+#   block-scaled format, INT4 per 32 values included. The reason is its single scale: after
+#   the rotation the outliers' blocks still set the tensor's max, so HQ's step is several times
+#   the step of a typical block of 32 (the line printed under the table), and the small values
+#   of every block pay for it. Per-block scales let each block without an outlier keep its fine
+#   step.
 # - **Block scales contain the damage**: with INT4 per 32, MXFP4 and NVFP4, an outlier only
 #   coarsens the scale of its own block. Here every row has 4 blocks with an outlier in them, and
 #   their other values are lost; the rest keep their usual error (so the loss shrinks as `D`
@@ -137,7 +151,8 @@ interactive_plot(lambda magnitude: l09.error_figure(magnitude, n_tokens=N_TOK, d
 #
 # | GPU | tensor-core inputs (low precision) | dense peak (vendor sheet) |
 # |---|---|---|
-# | A100, RTX 3090, RTX 4090 | FP16/BF16, INT8, **INT4** | RTX 3090: FP16 142, INT4 568 |
+# | A100, RTX 3090 (Ampere) | FP16/BF16, INT8, **INT4** | RTX 3090: FP16 142 (71 with FP32 accumulation), INT4 568 |
+# | RTX 4090 (Ada) | FP16/BF16, **FP8**, INT8, **INT4** | |
 # | H100, H200 (Hopper) | FP16/BF16, **FP8** (E4M3, E5M2), INT8; **no INT4** | BF16 989, FP8 1979, INT8 1979 |
 # | Blackwell | adds **FP4** (MXFP4, NVFP4), FP6; **no INT4** | |
 #
@@ -206,8 +221,9 @@ interactive_plot(lambda magnitude: l09.error_figure(magnitude, n_tokens=N_TOK, d
 # - 4-bit floats live on block scales: MXFP4, a power of two per 32 values; NVFP4, an E4M3 scale
 #   per 16 values times an fp32 per-tensor scale. Block scales contain outliers, as HQ does for
 #   per-tensor INT4.
-# - On the outlier data, error of the non-outlier channels: FP8 ≪ NVFP4 < MXFP4 ≈ INT4 per block
-#   ≲ HQ ≪ per-tensor INT4.
+# - On the outlier data, error of the non-outlier channels (section 3's table): FP8 ≪ NVFP4 <
+#   MXFP4 ≈ INT4 per block < HQ < per-tensor INT4. Per-tensor HQ's one scale is still set by
+#   the rotated outliers; block scales are set by each block's own values.
 #   The rotation matters for coarse scales and heavy-tailed gradients.
 # - Hopper: FP8, no INT4; Blackwell: FP4, no INT4. Jetfire (INT8, per-block), Quartet (FP4 on
 #   Blackwell, Hadamard) and NVIDIA's NVFP4 pretraining (random Hadamard, stochastic rounding)
