@@ -49,21 +49,26 @@ def is_student_copy() -> bool:
 
 
 def map_source_kernels() -> None:
-    """Make `int4lab.kernels` importable from a source checkout that was not installed.
+    """Make `int4lab.kernels` the kernels/ folder of the checkout this int4lab comes from.
 
     The kernels live in kernels/ at the top of the repository (one module per kernel, where a
     learner finds them) and install as `int4lab.kernels` through pyproject's package-dir
     mapping: `pip install -e .` or `pip install .` does the mapping. With only PYTHONPATH=<repo>
-    nothing does, so map the package here, before anything imports a kernel.
+    nothing does, and where another checkout is installed editable (a student copy beside the
+    course) its mapping would answer with the wrong kernels: in both cases map ours here, before
+    anything imports a kernel. An installed wheel has int4lab/kernels/ inside the package and is
+    left alone.
     """
     import sys
-    if "int4lab.kernels" in sys.modules or importlib.util.find_spec("int4lab.kernels") is not None:
-        return
     repo = Path(__file__).resolve().parents[1]
     source = repo / "kernels"
     pyproject = repo / "pyproject.toml"     # ours, not another package's kernels/ beside int4lab
-    if not ((source / "__init__.py").exists() and pyproject.exists()
+    if "int4lab.kernels" in sys.modules or not (
+            (source / "__init__.py").exists() and pyproject.exists()
             and 'name = "int4lab"' in pyproject.read_text()):
+        return
+    found = importlib.util.find_spec("int4lab.kernels")
+    if found is not None and found.origin and Path(found.origin).resolve().is_relative_to(source):
         return
     spec = importlib.util.spec_from_file_location("int4lab.kernels", source / "__init__.py",
                                                   submodule_search_locations=[str(source)])

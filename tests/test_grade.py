@@ -96,10 +96,10 @@ def test_json_and_junit(classroom, tmp_path):
     assert grade.main([str(root / "alice"), "--slots", "pack_int4", "--json", str(j), "--junit", str(x),
                        "--timeout", "5"]) == 0
     data = json.loads(j.read_text())
-    assert data["alice"]["slots"]["pack_int4"]["score"] == 1.0
+    assert data["learners"]["alice"]["slots"]["pack_int4"]["score"] == 1.0
     suites = ET.parse(x).getroot()
     assert suites.find("testsuite").get("failures") == "0"
-    assert len(suites.findall(".//testcase")) == data["alice"]["slots"]["pack_int4"]["total"]
+    assert len(suites.findall(".//testcase")) == data["learners"]["alice"]["slots"]["pack_int4"]["total"]
 
 
 def test_a_notebook_is_a_submission(tmp_path):
@@ -136,3 +136,62 @@ def test_every_wrong_kernel_and_library_kernel_through_the_grader(tmp_path):
                 assert s["score"] == 1.0, (slot, [c for c in s["checks"] if c["status"] != "pass"][:2])
             elif not s["missing"]:
                 assert s["score"] < 1.0, (learner, slot)
+
+
+def test_one_malformed_notebook_never_stops_the_class(tmp_path, capsys):
+    """A truncated notebook and an exercise line without a slot are that learner's problems;
+    everyone else is graded, and every learner appears in the summary, the JSON and JUnit."""
+    cls = tmp_path / "class"
+    (cls / "alice").mkdir(parents=True)
+    (cls / "alice" / "pack_int4.py").write_text(library_source("pack_int4"))
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+                     "source": ["%%exercise\n", "x = 1\n"]}], "metadata": {}, "nbformat": 4,
+          "nbformat_minor": 5}
+    (cls / "bob.ipynb").write_text(json.dumps(nb)[:-40])          # truncated
+    (cls / "carol.ipynb").write_text(json.dumps(nb))               # %%exercise with no slot
+    j, x = tmp_path / "r.json", tmp_path / "r.xml"
+    assert grade.main([str(cls), "--slots", "pack_int4", "--timeout", "10", "--json", str(j),
+                       "--junit", str(x)]) == 0
+    data = json.loads(j.read_text())
+    assert sorted(data["learners"]) == ["alice", "bob", "carol"]
+    assert data["learners"]["alice"]["slots"]["pack_int4"]["score"] == 1.0
+    for learner in ("bob", "carol"):
+        assert data["learners"][learner]["problems"], learner
+        assert data["learners"][learner]["total"] == 0
+    assert data["class"]["integrity"] == {"before": [], "after": []}
+    out = capsys.readouterr().out
+    assert "problem:" in out and "grader files: as shipped" in out
+    suites = ET.parse(x).getroot()
+    assert sorted(s.get("name") for s in suites.findall("testsuite")) == ["alice", "bob", "carol"]
+
+
+def test_an_empty_class_folder_is_an_error(tmp_path, capsys):
+    (tmp_path / "class").mkdir()
+    assert grade.main([str(tmp_path / "class")]) == 2
+    assert "int4lab grade:" in capsys.readouterr().err
+
+
+def test_a_changed_grader_refuses_to_grade(tmp_path, monkeypatch, capsys):
+    from int4lab.grading import manifest
+    monkeypatch.setattr(manifest, "verify", lambda *a, **k: ["int4lab/grading/grader.py changed"])
+    (tmp_path / "alice").mkdir()
+    (tmp_path / "alice" / "pack_int4.py").write_text(library_source("pack_int4"))
+    assert grade.main([str(tmp_path / "alice"), "--slots", "pack_int4"]) == 2
+    assert "grader.py changed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_one_learner_all_slots_hidden_within_a_minute(tmp_path):
+    """A per-submission runner's budget: eight slots, hidden checks, <= 60 s on 2 cores (11 s
+    measured on an idle machine, 13-21 s under load)."""
+    import time
+    registry._load_slots()
+    d = tmp_path / "alice"
+    d.mkdir()
+    for slot in registry.SLOTS:
+        (d / f"{slot}.py").write_text(library_source(slot))
+    t0 = time.perf_counter()
+    report = grade.grade(d, hidden=True, timeout=60.0)
+    seconds = time.perf_counter() - t0
+    assert all(s["score"] == 1.0 for s in report["alice"]["slots"].values())
+    assert seconds <= 60, f"{seconds:.0f} s"

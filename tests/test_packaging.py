@@ -123,9 +123,11 @@ def test_interpreter_runs_runtime_bounded_loops_on_every_numpy():
 
 SOURCE_CHECKOUT = r"""
 import sys
-# no installed mapping of int4lab.kernels: drop the editable-install finder, as in a fresh clone
-sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
-sys.path[:] = [p for p in sys.path if "__editable__" not in p]
+if sys.argv[2] == "fresh":
+    # no installed mapping of int4lab.kernels: drop the editable-install finder, as in a fresh clone
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+    sys.path[:] = [p for p in sys.path if "__editable__" not in p]
+# else: another checkout is installed editable (a student copy run beside the course)
 sys.path.insert(0, sys.argv[1])
 import int4lab
 import int4lab.kernels.pack_int4 as k
@@ -134,12 +136,14 @@ assert int4lab.doctor()
 """
 
 
-def test_source_checkout_without_installing(tmp_path):
-    """PYTHONPATH=<checkout> without `pip install`: int4lab.kernels maps to the checkout's kernels/."""
+@pytest.mark.parametrize("machine", ["fresh", "other_checkout_installed"])
+def test_source_checkout_without_installing(tmp_path, machine):
+    """PYTHONPATH=<checkout> without `pip install`: int4lab.kernels maps to the checkout's kernels/,
+    also where another checkout's editable install would answer for int4lab.kernels."""
     import shutil
     for name in ("int4lab", "kernels"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    r = subprocess.run([sys.executable, "-c", SOURCE_CHECKOUT, str(tmp_path)], capture_output=True,
+    r = subprocess.run([sys.executable, "-c", SOURCE_CHECKOUT, str(tmp_path), machine], capture_output=True,
                        text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

@@ -134,6 +134,17 @@ def run_checks(name, fn, hidden=False, timeout=None, stop_on_not_implemented=Tru
 # ---------------------------------------------------------------------------------------------
 # The report card
 
+def stands_in(name):
+    """What runs for slot `name` while the learner's kernel is not unlocked, in words: the
+    library's kernel where it would run (a GPU in "auto" mode, or use("triton"/"learner")), else
+    the PyTorch spec (a CPU in "auto" mode, a student copy without library kernels, no Triton)."""
+    which = registry.mode()
+    triton_first = which in ("triton", "learner") or (which == "auto" and runtime.HAS_CUDA)
+    if triton_first and registry.get(name).triton_fn() is not None:
+        return "the library's kernel"
+    return "the PyTorch spec"
+
+
 @dataclasses.dataclass
 class Report:
     name: str
@@ -153,7 +164,7 @@ class Report:
         lines = [f"== {self.name}: checking {self.implementation} against the PyTorch spec",
                  f"   running on: {runtime.describe()}"]
         if self.not_implemented:
-            lines.append(f"   not yet implemented: the library's kernel stays in use for {self.name}.")
+            lines.append(f"   not yet implemented: {stands_in(self.name)} stays in use for {self.name}.")
         else:
             for r in self.results:
                 mark = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "timeout": "TIMEOUT"}[r.status]
@@ -186,7 +197,7 @@ def unlock(name: str, fn: Callable | None = None, *, quiet: bool = False) -> "Re
         if not path.exists():
             report = Report(name, "nothing", [], note=f"no implementation found: write {name} in "
                             f"the exercise cell that starts with %%exercise {name}, run it, then "
-                            "unlock again. The library's kernel stays in use.")
+                            f"unlock again. {stands_in(name).capitalize()} stays in use.")
             return _show(report, quiet)
         try:
             fn = getattr(workspace.import_file(path, f"int4lab_workspace_{name}"), name)
@@ -208,7 +219,7 @@ def unlock(name: str, fn: Callable | None = None, *, quiet: bool = False) -> "Re
             report.note = (f"Unlocked for this session only: write it in a %%exercise {name} "
                            "cell to keep it after a restart.")
     elif not report.not_implemented:
-        report.note = f"Not unlocked yet: the library's kernel stays in use for {name}."
+        report.note = f"Not unlocked yet: {stands_in(name)} stays in use for {name}."
     return _show(report, quiet)
 
 
@@ -229,7 +240,11 @@ def reveal(name: str) -> str:
     module = slot.triton.split(":")[0]
     source = open(importlib.util.find_spec(module).origin).read()
     workspace.update(name, revealed=True)
-    print(f"# The library's {name} ({module}); progress records it as revealed.\n")
+    if runtime.is_student_copy():
+        print(f"# This is a student copy: it has no library kernel for {name}. {module} holds only "
+              "its contract (the docstring below) and a stub; progress records it as revealed.\n")
+    else:
+        print(f"# The library's {name} ({module}); progress records it as revealed.\n")
     print(source)
     return source
 
@@ -271,7 +286,12 @@ def bench(name: str, sizes: Sequence[int] | None = None, show: bool = True) -> d
             lines.append(f"   {impl:8} {ok} {sum(r.passed for r in rep.results)}/{len(rep.results)} checks")
             out["results"].append({"impl": impl, "passed": rep.passed})
         if not candidates:
-            lines.append("   no Triton implementation is available here (triton not installed).")
+            why = ("triton is not installed" if not runtime.HAS_TRITON
+                   else "a student copy has no library kernel; unlock yours to check it here"
+                   if runtime.is_student_copy() and slot.triton
+                   else "Triton's interpreter is off (TRITON_INTERPRET=0) and there is no GPU"
+                   if not runtime.triton_usable() else "this slot has no Triton kernel")
+            lines.append(f"   no Triton implementation to check here ({why}).")
         workspace.update(name, bench={"summary": "CPU: correctness only", "device": "cpu"})
         if show:
             print("\n".join(lines))
@@ -328,7 +348,7 @@ def exercise_magic(line, cell):
         line_no = next((f.lineno for f in reversed(tb) if f.filename == str(path)), None)
         at = f" (line {line_no} of the cell)" if line_no else ""
         print(f"%%exercise {name}: the cell raised {type(e).__name__}: {e}{at}. "
-              "Fix it and run the cell again; the lesson goes on with the library's kernel.")
+              f"Fix it and run the cell again; the lesson goes on with {stands_in(name)}.")
         return
     from IPython import get_ipython
     ip = get_ipython()

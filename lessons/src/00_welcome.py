@@ -27,6 +27,12 @@
 #
 # `int4lab.doctor()` prints the versions, where kernels will run, and runs one known-answer
 # kernel. If it lists a problem, it also says how to fix it.
+#
+# The cell also prints **which int4lab** this notebook runs: where the library and its kernels
+# come from, and whether that is a *student copy* (a copy of the course without the library's
+# kernels, made by `int4lab student-copy`, where the PyTorch spec stands in until you unlock your
+# own). A notebook of a student copy must run that copy's own library: if it finds one installed
+# elsewhere, it prints a loud WARNING and the fix (STUDENT_COPY.md in the copy says how to install it).
 
 # %%
 # %matplotlib inline
@@ -42,6 +48,13 @@ from int4lab.course.widgets import interactive_plot
 
 FAST = runtime.FAST            # CI runs the lessons with INT4LAB_FAST=1: small sizes
 ok = int4lab.doctor()
+
+# Which int4lab is this? This notebook's folder is lessons/, so its course is the folder above.
+import sys
+from pathlib import Path
+from int4lab.grading.student_copy import installed_library
+mine, where = installed_library(course=Path.cwd().parent)
+print("\n" + where, file=sys.stdout if mine else sys.stderr)
 
 # %% [markdown]
 # ## 2. How the exercises work: slots
@@ -69,8 +82,9 @@ ok = int4lab.doctor()
 # | `int4lab.bench("NAME")` | on a GPU, times your kernel against the library's and PyTorch's; on a CPU, checks correctness only |
 #
 # In `"auto"` mode a call runs your kernel if you unlocked it; otherwise the library's kernel on a
-# GPU, and the spec on a CPU (the interpreter is far too slow to train a model with). Let's see
-# it with the first slot, `vector_add`:
+# GPU, and the spec on a CPU (the interpreter is far too slow to train a model with). In a student
+# copy, which has no library kernels, the spec stands in for them everywhere: there
+# `use("triton")` runs the spec too. Let's see it with the first slot, `vector_add`:
 
 # %%
 N = 1 << 20 if runtime.HAS_CUDA else (1000 if FAST else 4099)
@@ -97,8 +111,9 @@ int4lab.progress();
 
 
 # %% [markdown]
-# `int4lab.reveal("vector_add")` would print the library's kernel. Try the exercise first: the
-# progress table records a revealed slot as *revealed*, not *unlocked*.
+# `int4lab.reveal("vector_add")` would print the library's kernel (a student copy has none to
+# print). Try the exercise first: the progress table records a revealed slot as *revealed*, not
+# *unlocked*.
 
 # %% [markdown]
 # ## 3. Triton in ten minutes
@@ -230,7 +245,8 @@ print(evens.tolist(), "==", v[0::2].tolist())
 #
 # Fill in the cell below and run it: `%%exercise vector_add` saves it to your workspace and runs
 # it. Then run the `unlock` cell. Until you write it, the cell raises `NotImplementedError` when
-# called, `unlock` says so, and the lesson goes on with the library's kernel.
+# called, `unlock` says so, and the lesson goes on without it: with the library's kernel on a
+# GPU, with the PyTorch spec on a CPU (and in a student copy, which has no library kernels).
 
 # %% tags=["exercise"] int4lab={"slot": "vector_add"}
 # %%exercise vector_add
