@@ -17,6 +17,10 @@ command -v bwrap >/dev/null || { echo "grade_sandboxed: bwrap not found (apt-get
 [ -d "$class" ] || { echo "grade_sandboxed: $class is not a folder" >&2; exit 2; }
 mkdir -p "$out"
 py=$(command -v python3)
+# where int4lab is installed (an editable install points into its checkout, which may lie under
+# /tmp): put back read-only inside each sandbox, after /tmp is replaced by an empty one
+lib=$("$py" -c "import int4lab, os; print(os.path.dirname(os.path.dirname(os.path.realpath(int4lab.__file__))))")
+failed=0
 shopt -s nullglob
 learners=("$class"/*)
 [ ${#learners[@]} -gt 0 ] || { echo "grade_sandboxed: $class is empty: no learner to grade" >&2; exit 2; }
@@ -28,11 +32,11 @@ for sub in "${learners[@]}"; do
   # the class and the grades folders are replaced by empty ones, then only this learner's
   # submission (read-only) and grades folder are put back
   bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --tmpfs "$class" --tmpfs "$out" \
-        --ro-bind "$sub" "$sub" --bind "$out/$name" "$out/$name" \
+        --ro-bind "$lib" "$lib" --ro-bind "$sub" "$sub" --bind "$out/$name" "$out/$name" \
         --unshare-all --die-with-parent --new-session \
         --setenv INT4LAB_HOME /tmp/int4lab --setenv HOME /tmp --chdir /tmp \
         "$py" -m int4lab.cli grade "$sub" --json "$out/$name/grades.json" "$@" \
-    || echo "grade_sandboxed: grading $name failed (exit $?): see above"
+    || { echo "grade_sandboxed: grading $name failed (exit $?): see above"; failed=1; }
 done
 "$py" - "$out" <<'PY'
 import json, sys
@@ -49,3 +53,4 @@ for f in sorted(out.glob("*/grades.json")):
 (out / "grades.json").write_text(json.dumps(merged, indent=2))
 print(f"merged {len(merged['learners'])} learner(s) into {out / 'grades.json'}")
 PY
+exit $failed
