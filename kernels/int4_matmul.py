@@ -29,7 +29,8 @@ Sign extension: a nibble n in 0..15 is the two's complement code n - 16 when n >
 
 Tiles: a 2-D grid, one program per (BLOCK_M, BLOCK_N) tile of C. Each program walks K/2 in steps
 of BLOCK_K packed bytes (2 * BLOCK_K values of K); the last step is masked (other=0: a zero
-byte is two zero codes, which add nothing). BLOCK_K >= 32 keeps the int8 dot legal on Hopper.
+byte is two zero codes, which add nothing). BLOCK_K >= 32 keeps the int8 dot legal: Triton
+requires K >= 32 for 8-bit operands on every NVIDIA target.
 Strides are passed in, so transposed or sliced views of A and B need no copy. The scales are
 read as vectors; a per-tensor scale is the same vector with stride 0, so one code path serves
 both. The accumulator is converted to fp32 and multiplied by a_scale then b_scale, in the
@@ -96,7 +97,8 @@ def int4_matmul_kernel(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, KH,
 # One fixed config per device, no autotuning. The interpreter runs each program as a series of
 # NumPy calls, so few 64x64 tiles keep it fast (BLOCK_K = 64 bytes = 128 values of K). On a GPU,
 # 128x128 tiles give each loaded byte more reuse; two int8 dots of K = 64 per step are legal on
-# Hopper (K >= 32), and num_stages=3 overlaps the next loads with this step's dots.
+# every NVIDIA target (K >= 32 for 8-bit operands), and num_stages=3 overlaps the next loads
+# with this step's dots.
 CPU_CONFIG = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64)
 GPU_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)
 
