@@ -26,22 +26,12 @@ from int4lab.spec.gradients import (
     bit_split_scale,
     bit_split_spec,
     lss_gather_spec,
+    validate_bit_split,
     validate_lss_gather,
 )
 from int4lab.spec.packing import pack_int4, unpack_int4
-from int4lab.spec.validate import require_even_last_dim, require_finite, require_float, require_tensor
 
 Z_LIMIT = 6.0
-
-
-def validate_bit_split(g, seed=None):
-    """The spec's validation (bit_split_spec then bit_split), in the same order."""
-    require_tensor(g, "g")
-    if g.dim() != 2:
-        raise ValueError(f"g must be 2-D (N, C), got shape {tuple(g.shape)}")
-    require_even_last_dim(g, "g")
-    require_float(g, "g")
-    require_finite(g, "g")
 
 
 def _is_tensor_like(expected, got):
