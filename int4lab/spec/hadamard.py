@@ -26,16 +26,21 @@ def hadamard_matrix(n, dtype=torch.float32, device=None):
     return h.to(dtype=dtype, device=device)
 
 
-def block_hadamard(x: torch.Tensor, block_size: int = 32) -> torch.Tensor:
-    """x @ BlockDiag(H, ..., H) along the last dim. H is orthonormal and symmetric: applying it twice is x."""
+def _require_blocks(x, block_size):
+    """x float with at least one dim, whose last dim splits into power-of-two blocks."""
     require_float(x, "x")
     if not isinstance(block_size, int) or isinstance(block_size, bool):
         raise TypeError(f"block_size must be an int, got {type(block_size).__name__}")
     require_power_of_two(block_size, "block_size")
     if x.dim() == 0:
         raise ValueError("x must have at least one dimension, got a 0-dim tensor")
+    require_divisible(x.shape[-1], block_size, "the last dim of x")
+
+
+def block_hadamard(x: torch.Tensor, block_size: int = 32) -> torch.Tensor:
+    """x @ BlockDiag(H, ..., H) along the last dim. H is orthonormal and symmetric: applying it twice is x."""
+    _require_blocks(x, block_size)
     K = x.shape[-1]
-    require_divisible(K, block_size, "the last dim of x")
     # fp16/bf16 rotate in fp32: the sums of 32 terms would lose the small channels otherwise
     work = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     H = hadamard_matrix(block_size, dtype=work, device=x.device)
@@ -45,13 +50,7 @@ def block_hadamard(x: torch.Tensor, block_size: int = 32) -> torch.Tensor:
 
 def validate_hadamard_quantize(x, block_size=32, granularity="row", scale=None):
     """Raise on input hadamard_quantize cannot take, computing nothing."""
-    require_float(x, "x")
-    if not isinstance(block_size, int) or isinstance(block_size, bool):
-        raise TypeError(f"block_size must be an int, got {type(block_size).__name__}")
-    require_power_of_two(block_size, "block_size")
-    if x.dim() == 0:
-        raise ValueError("x must have at least one dimension, got a 0-dim tensor")
-    require_divisible(x.shape[-1], block_size, "the last dim of x")
+    _require_blocks(x, block_size)
     validate_quantize_int4(x, granularity=granularity, scale=scale)
 
 

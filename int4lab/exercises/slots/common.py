@@ -35,3 +35,14 @@ def packed_pair_hint(got, expected, granularity, block_text, fp32_note=""):
                 "tensor": "() (a 0-dim tensor): one for the whole tensor"}[granularity]
         return f"with granularity {granularity!r} the scales have shape {want}"
     return None
+
+
+def hint_swapped_nibbles(args, kwargs, expected, got):
+    """For slots returning (packed codes, scales): the bytes are right but each byte's nibbles are
+    swapped."""
+    if (isinstance(got, (tuple, list)) and len(got) == 2 and isinstance(got[0], torch.Tensor)
+            and got[0].shape == expected[0].shape and got[0].dtype == torch.uint8):
+        p, e = got[0].cpu(), expected[0].cpu()
+        if not torch.equal(p, e) and torch.equal(((p & 0x0F) << 4) | (p >> 4), e):
+            return "the two nibbles are swapped: code 2j goes in the LOW nibble, code 2j+1 in the HIGH one"
+    return None

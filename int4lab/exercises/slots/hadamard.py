@@ -10,7 +10,7 @@ import torch
 
 from int4lab.exercises import compare
 from int4lab.exercises.registry import Bench, Check, Mismatch, Slot, register
-from int4lab.exercises.slots.common import ODD_ROWS, generator, noncontiguous, packed_pair_hint
+from int4lab.exercises.slots.common import ODD_ROWS, generator, hint_swapped_nibbles, noncontiguous, packed_pair_hint
 from int4lab.spec.hadamard import block_hadamard, hadamard_matrix, hadamard_quantize_spec, validate_hadamard_quantize
 from int4lab.spec.packing import unpack_int4
 from int4lab.spec.quantizers import QMAX, dequantize
@@ -177,14 +177,6 @@ def _hint_codes_unrotated(args, kwargs, expected, got):
     return None
 
 
-def _hint_nibbles(args, kwargs, expected, got):
-    if _pair_ok(expected, got):
-        p, e = got[0].cpu(), expected[0].cpu()
-        if not torch.equal(p, e) and torch.equal(((p & 0x0F) << 4) | (p >> 4), e):
-            return "the two nibbles are swapped: code 2j goes in the LOW nibble, code 2j+1 in the HIGH one"
-    return None
-
-
 def _hint_ties(args, kwargs, expected, got):
     if _pair_ok(expected, got) and torch.equal(got[1].cpu(), expected[1].cpu()):
         e, g = unpack_int4(expected[0].cpu()), unpack_int4(got[0].cpu())
@@ -262,7 +254,7 @@ register(Slot(
     triton="int4lab.kernels.hadamard_quantize:hadamard_quantize",
     validate=validate_hadamard_quantize, lesson="04", checks=_checks(),
     hints=[_hint_structure, _hint_zero_rows, _hint_unnormalized, _hint_unrotated_scale,
-           _hint_codes_unrotated, _hint_nibbles, _hint_ties],
+           _hint_codes_unrotated, hint_swapped_nibbles, _hint_ties],
     bench=Bench(make=lambda n, d: ((torch.randn(n, n, device=d, dtype=torch.bfloat16),), {}),
                 baseline=torch.clone, baseline_name="torch.clone (bf16)", sizes=(1024, 4096, 8192),
                 # read 2 bytes, write half a byte per value, plus one fp32 scale per row

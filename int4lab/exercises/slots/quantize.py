@@ -11,7 +11,7 @@ import torch
 
 from int4lab.exercises import compare
 from int4lab.exercises.registry import Bench, Check, Mismatch, Slot, register
-from int4lab.exercises.slots.common import ODD_ROWS, generator, noncontiguous, packed_pair_hint
+from int4lab.exercises.slots.common import ODD_ROWS, generator, hint_swapped_nibbles, noncontiguous, packed_pair_hint
 from int4lab.spec.packing import unpack_int4
 from int4lab.spec.quantizers import QMAX, dequantize, quantize_int4_spec, validate_quantize_int4
 
@@ -187,14 +187,6 @@ def _hint_structure(args, kwargs, expected, got):
                             'x.shape[:-1] + (K // block_size,): one per block', ' (compute max|x| / 7 in fp32)')
 
 
-def _hint_nibbles(args, kwargs, expected, got):
-    if _pair_ok(expected, got):
-        p, e = got[0].cpu(), expected[0].cpu()
-        if not torch.equal(p, e) and torch.equal(((p & 0x0F) << 4) | (p >> 4), e):
-            return "the two nibbles are swapped: code 2j goes in the LOW nibble, code 2j+1 in the HIGH one"
-    return None
-
-
 def _hint_zero_group(args, kwargs, expected, got):
     if _pair_ok(expected, got) and got[1].shape == expected[1].shape:
         s = got[1].cpu().float()
@@ -325,7 +317,7 @@ def _checks():
 register(Slot(
     name="quantize_int4", spec=quantize_int4_spec, triton="int4lab.kernels.quantize_int4:quantize_int4",
     validate=validate_quantize_int4, lesson="02", checks=_checks(),
-    hints=[_hint_structure, _hint_nibbles, _hint_zero_group, _hint_qmax, _hint_ties, _hint_clamp,
+    hints=[_hint_structure, hint_swapped_nibbles, _hint_zero_group, _hint_qmax, _hint_ties, _hint_clamp,
            _hint_truncation],
     bench=Bench(make=lambda n, d: ((torch.randn(n, n, device=d, dtype=torch.bfloat16),), {}),
                 baseline=torch.clone, baseline_name="torch.clone (bf16)", sizes=(1024, 4096, 8192),
