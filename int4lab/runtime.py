@@ -1,8 +1,13 @@
-"""Where the code runs, decided once when int4lab is imported.
+"""Where the code runs, decided once, when this module is first imported.
 
 With a CUDA GPU, Triton kernels run compiled. Without one, Triton's interpreter runs them on
 the CPU with NumPy: it reads TRITON_INTERPRET=1 when a kernel is *decorated*, so the flag must
-be set before any module defining kernels is imported. `import int4lab` does that first.
+be set before any module defining kernels is imported. Importing this module does that, and the
+rest of the set-up (`setup()`, run at the end of this module): `int4lab.kernels` mapped to this
+checkout's kernels/, the interpreter's compat fix and bounds guard installed. Every module that
+runs kernels imports runtime first; `import int4lab` itself stays light (it imports no torch, so
+`int4lab --help` answers at once) and runs this set-up before the first kernel module is
+imported or the first public name is used (int4lab/__init__.py).
 """
 import importlib.util
 import os
@@ -93,3 +98,18 @@ def replace_atomically(path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def setup() -> None:
+    """The side effects the rest of int4lab relies on, once per process (idempotent): the flag
+    above is already set; map `int4lab.kernels` for a source checkout, then, under the
+    interpreter, apply Triton's compat fix and install the bounds guard. Run when this module is
+    imported, so `from int4lab import runtime` is enough before importing or running a kernel."""
+    map_source_kernels()
+    if INTERPRET and HAS_TRITON:
+        from int4lab.interpreter import compat, guard
+        compat.apply()
+        guard.install()
+
+
+setup()

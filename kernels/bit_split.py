@@ -28,8 +28,9 @@ s = 196 / (2 max), which torch evaluates as (1 / (2 max)) * 196 (a number divide
 a reciprocal, then a product), v = g * s, then v / 14, a true division on the CPU. Triton's `/`
 on fp32 may compile to an approximate division on a GPU, so every division here uses
 tl.math.div_rn, the IEEE round-to-nearest division.
-torch.round rounds halves to even (0.5 -> 0, 2.5 -> 2); round_half_even below does the same
-with floor, since Triton has no portable rint (a tie really happens: g s = 7 gives v / 14 = 0.5).
+torch.round rounds halves to even (0.5 -> 0, 2.5 -> 2); round_half_to_even (from
+int4lab.kernels.rounding, shared by the quantizing kernels) does the same with floor, since
+Triton has no portable rint (a tie really happens: g s = 7 gives v / 14 = 0.5).
 
 Randomness: lo's noise is u - 1/2 with u from tl.rand4x(seed, offset), offset = the output
 byte's flat index n * C/2 + j: a counter-based generator (Philox) that returns four independent
@@ -53,6 +54,17 @@ BLOCK_B = 64      # output bytes per program and row (128 input columns)
 @triton.jit
 def absmax_kernel(g_ptr, amax_ptr, N, C, stride_n, stride_c,
                   BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    # Pass 1: max|g| over the whole (N, C) tensor into one fp32 cell (zero-initialized by the
+    # launcher). A 2-D grid: program (pid_r, pid_c) owns a tile of BLOCK_R rows x BLOCK_C columns.
+    # TODO 1: this program's rows, rows = tl.program_id(axis=0) * BLOCK_R + tl.arange(0, BLOCK_R),
+    #         and columns, cols = tl.program_id(axis=1) * BLOCK_C + tl.arange(0, BLOCK_C); a 2-D
+    #         mask = (rows < N)[:, None] & (cols < C)[None, :].
+    # TODO 2: load the tile through the strides, at g_ptr + rows.to(tl.int64)[:, None] * stride_n
+    #         + cols[None, :] * stride_c (int64 rows: row * stride may pass 2**31), masked with
+    #         other=0.0, and convert it to tl.float32.
+    # TODO 3: reduce |x| to one number, tl.max along axis 1 and then along axis 0, and combine it
+    #         into the one cell with tl.atomic_max(amax_ptr, tile_max).
+    ### BEGIN SOLUTION
     pid_r = tl.program_id(axis=0)
     pid_c = tl.program_id(axis=1)
     rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -61,56 +73,88 @@ def absmax_kernel(g_ptr, amax_ptr, N, C, stride_n, stride_c,
     ptrs = g_ptr + rows.to(tl.int64)[:, None] * stride_n + cols[None, :] * stride_c
     x = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
     tile_max = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
-    tl.atomic_max(amax_ptr, tile_max)          # one cell, zero-initialized by the launcher
+    tl.atomic_max(amax_ptr, tile_max)
+    ### END SOLUTION
 
 
 @triton.jit
 def _split(g, s, u):
     """hi and lo (fp32 holding integers) of g (fp32) for scale s and noise u in [-1/2, 1/2)."""
+    # TODO 1: v = g * s. hi = round_half_to_even(tl.math.div_rn(v, 14.0)), clamped to [-6, 6]
+    #         (tl.maximum with -6.0, then tl.minimum with 6.0). round_half_to_even is GIVEN
+    #         (imported above): torch.round for fp32, exact ties to the even neighbour, so
+    #         v / 14 = 0.5 gives 0 as in the spec.
+    # TODO 2: lo = round_half_to_even((v - 14.0 * hi) + u), clamped to [-6, 6] the same way: the
+    #         remainder that hi leaves, stochastically rounded (u is uniform in [-1/2, 1/2)).
+    #         Return hi, lo.
+    ### BEGIN SOLUTION
     v = g * s
     hi = tl.minimum(tl.maximum(round_half_to_even(tl.math.div_rn(v, 14.0)), -6.0), 6.0)
     lo = tl.minimum(tl.maximum(round_half_to_even((v - 14.0 * hi) + u), -6.0), 6.0)
     return hi, lo
+    ### END SOLUTION
 
 
 @triton.jit
 def bit_split_kernel(g_ptr, amax_ptr, hi_ptr, lo_ptr, scale_hi_ptr, scale_lo_ptr,
                      N, C, stride_n, stride_c, seed,
                      BLOCK_R: tl.constexpr, BLOCK_B: tl.constexpr):
+    # Pass 2: BLOCK_R rows x BLOCK_B output bytes of hi and lo per program (2-D grid).
+    # GIVEN: this program's tile. Output byte j of a row packs columns 2j (low nibble) and 2j + 1
+    # (high nibble), so the even and the odd columns of g come in two strided loads. offs is
+    # each output byte's flat index n * C/2 + j in hi and lo (both contiguous (N, C/2)).
     pid_r = tl.program_id(axis=0)
     pid_b = tl.program_id(axis=1)
-    # the scale, exactly as the spec: s = 196 / (2 max|g|), and 1 for an all-zero g
-    # (torch evaluates `196 / t` for a tensor t as reciprocal(t) * 196: so do we, to the bit)
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    byts = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    n_bytes = C // 2
+    mask = (rows < N)[:, None] & (byts < n_bytes)[None, :]
+    row_off = rows.to(tl.int64)[:, None] * stride_n
+    even = tl.load(g_ptr + row_off + (2 * byts)[None, :] * stride_c, mask=mask, other=0.0)
+    odd = tl.load(g_ptr + row_off + (2 * byts + 1)[None, :] * stride_c, mask=mask, other=0.0)
+    offs = rows.to(tl.int64)[:, None] * n_bytes + byts[None, :]
+
+    # TODO 1: the scales, in this order, which reproduces torch's bits (torch evaluates 196 / t
+    #         for a tensor t as reciprocal(t) * 196, and 14 / s as reciprocal(s) * 14); every
+    #         "/" is tl.math.div_rn, the IEEE division:
+    #           amax = tl.load(amax_ptr)
+    #           s = 196.0 * div_rn(1.0, 2.0 * amax) where amax > 0.0, else 1.0 (an all-zero g).
+    #               Divide by tl.where(amax > 0.0, 2.0 * amax, 1.0), then pick with tl.where,
+    #               so that nothing divides by zero.
+    #           scale_lo = div_rn(1.0, s), then scale_hi = 14.0 * scale_lo.
+    #         Only program (0, 0) stores them: tl.store(scale_hi_ptr, ..., mask=first) and the
+    #         same for scale_lo, with first = (pid_r == 0) & (pid_b == 0).
+    ### BEGIN SOLUTION
     amax = tl.load(amax_ptr)
     s = tl.where(amax > 0.0, 196.0 * tl.math.div_rn(1.0, tl.where(amax > 0.0, 2.0 * amax, 1.0)), 1.0)
     first = (pid_r == 0) & (pid_b == 0)
     inv_s = tl.math.div_rn(1.0, s)
     tl.store(scale_hi_ptr, 14.0 * inv_s, mask=first)       # scale_hi = 14 / s
     tl.store(scale_lo_ptr, inv_s, mask=first)              # scale_lo = 1 / s
+    ### END SOLUTION
 
-    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
-    byts = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)      # output byte j <- columns 2j, 2j+1
-    n_bytes = C // 2
-    mask = (rows < N)[:, None] & (byts < n_bytes)[None, :]
-    row_off = rows.to(tl.int64)[:, None] * stride_n
-    even = tl.load(g_ptr + row_off + (2 * byts)[None, :] * stride_c, mask=mask, other=0.0)
-    odd = tl.load(g_ptr + row_off + (2 * byts + 1)[None, :] * stride_c, mask=mask, other=0.0)
-
-    # one Philox call per output byte, keyed by the byte's flat index n * C/2 + j: it returns
-    # four independent uniforms, two of which become the noise of elements 2j and 2j + 1
-    flat = rows.to(tl.int64)[:, None] * n_bytes + byts[None, :]
-    u_even, u_odd, _, _ = tl.rand4x(seed, flat)
+    # TODO 2: the noise, one Philox call per output byte: u_even, u_odd, _, _ =
+    #         tl.rand4x(seed, offs) gives four independent uniforms in [0, 1) per byte; subtract
+    #         0.5 from u_even and from u_odd (uniform in [-1/2, 1/2)). Then split both halves:
+    #         hi_e, lo_e = _split(even.to(tl.float32), s, u_even), and hi_o, lo_o from odd and u_odd.
+    ### BEGIN SOLUTION
+    u_even, u_odd, _, _ = tl.rand4x(seed, offs)
     u_even -= 0.5
     u_odd -= 0.5
     hi_e, lo_e = _split(even.to(tl.float32), s, u_even)
     hi_o, lo_o = _split(odd.to(tl.float32), s, u_odd)
+    ### END SOLUTION
 
-    # pack: element 2j in the low nibble, 2j + 1 in the high one (two's complement nibbles)
+    # TODO 3: pack as in lesson 01, in int32 (two's complement nibbles): hi_byte =
+    #         (hi_e.to(tl.int32) & 0xF) | ((hi_o.to(tl.int32) & 0xF) << 4), element 2j in the low
+    #         nibble; lo_byte the same from lo_e and lo_o. Store both as tl.uint8 at
+    #         hi_ptr + offs and lo_ptr + offs (mask=mask).
+    ### BEGIN SOLUTION
     hi_byte = (hi_e.to(tl.int32) & 0xF) | ((hi_o.to(tl.int32) & 0xF) << 4)
     lo_byte = (lo_e.to(tl.int32) & 0xF) | ((lo_o.to(tl.int32) & 0xF) << 4)
-    out = rows.to(tl.int64)[:, None] * n_bytes + byts[None, :]
-    tl.store(hi_ptr + out, hi_byte.to(tl.uint8), mask=mask)
-    tl.store(lo_ptr + out, lo_byte.to(tl.uint8), mask=mask)
+    tl.store(hi_ptr + offs, hi_byte.to(tl.uint8), mask=mask)
+    tl.store(lo_ptr + offs, lo_byte.to(tl.uint8), mask=mask)
+    ### END SOLUTION
 
 
 def bit_split(g: torch.Tensor, seed=None):
@@ -125,6 +169,20 @@ def bit_split(g: torch.Tensor, seed=None):
     if g.dtype == torch.float64 or (g.dtype == torch.bfloat16 and g.device.type == "cpu"):
         g = g.float()
     N, C = g.shape
+    # TODO 1: allocate hi and lo, torch.empty((N, C // 2), dtype=torch.uint8, device=g.device).
+    #         An empty g (g.numel() == 0) has nothing to split: return (hi, lo,
+    #         torch.tensor(14.0, device=g.device), torch.tensor(1.0, device=g.device)), the
+    #         scales of s = 1.
+    # TODO 2: amax = torch.zeros((), dtype=torch.float32, device=g.device) (atomic_max combines
+    #         into it, so it must start at 0), and two 0-dim fp32 scales with torch.empty((), ...).
+    # TODO 3: launch absmax_kernel on (triton.cdiv(N, BLOCK_R), triton.cdiv(C, 2 * BLOCK_B))
+    #         programs with (g, amax, N, C, g.stride(0), g.stride(1)), BLOCK_R=BLOCK_R and
+    #         BLOCK_C=2 * BLOCK_B.
+    # TODO 4: launch bit_split_kernel on (triton.cdiv(N, BLOCK_R), triton.cdiv(C // 2, BLOCK_B))
+    #         programs with (g, amax, hi, lo, scale_hi, scale_lo, N, C, g.stride(0), g.stride(1),
+    #         kernel_seed(seed)), BLOCK_R=BLOCK_R and BLOCK_B=BLOCK_B. kernel_seed is GIVEN
+    #         (imported above): seed=None draws a fresh seed. Return (hi, lo, scale_hi, scale_lo).
+    ### BEGIN SOLUTION
     hi = torch.empty((N, C // 2), dtype=torch.uint8, device=g.device)
     lo = torch.empty((N, C // 2), dtype=torch.uint8, device=g.device)
     if g.numel() == 0:       # nothing to split; the spec's scale for an all-zero g is s = 1
@@ -138,3 +196,4 @@ def bit_split(g: torch.Tensor, seed=None):
     bit_split_kernel[grid2](g, amax, hi, lo, scale_hi, scale_lo, N, C, g.stride(0), g.stride(1),
                             kernel_seed(seed), BLOCK_R=BLOCK_R, BLOCK_B=BLOCK_B)
     return hi, lo, scale_hi, scale_lo
+    ### END SOLUTION

@@ -1,9 +1,9 @@
 """Rounding helpers shared by the quantizing kernels (not a slot of its own).
 
 torch.round rounds to the nearest integer with exact ties (x.5) going to the even neighbour; the
-spec uses it, so every kernel that quantizes must round the same way, bit for bit. Lesson 02 has
-the learner write this helper inside their quantize_int4 kernel; the library's kernels
-(quantize_int4, hadamard_quantize, bit_split) share this one.
+spec uses it, so every kernel that quantizes must round the same way, bit for bit. The kernels
+that quantize (quantize_int4, hadamard_quantize, bit_split) import this one, and so do their
+exercise stubs: it is given, not an exercise (lesson 02 explains the tie rule and points here).
 """
 import triton
 import triton.language as tl

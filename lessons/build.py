@@ -9,8 +9,12 @@ Source format (jupytext "py:percent", https://jupytext.readthedocs.io/en/latest/
     # %% [markdown]                a markdown cell: the following lines, each starting with "# "
     # %%                           a code cell
     # %% tags=["exercise"] int4lab={"slot": "pack_int4"}
-                                   an exercise cell (tagged; the tests put the library's kernel
-                                   in it); its body starts with "# %%exercise pack_int4"
+                                   an exercise cell (tagged). Its body is GENERATED: the build
+                                   writes the stub that int4lab.exercises.stubs cuts from the
+                                   slot's kernel module (kernels/pack_int4.py, whose solution sits
+                                   between "### BEGIN SOLUTION" / "### END SOLUTION" fences)
+                                   into the source and the notebook; edit the kernel module, not
+                                   the cell. It starts with "# %%exercise pack_int4"
     # %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
                                    a collapsed cell (answers to "check your understanding");
                                    "# %% tags=[...] ..." makes a collapsed code cell
@@ -24,8 +28,9 @@ no outputs, nbformat 4.5 and the kernelspec below. Every notebook is validated w
 
 jupytext is a development dependency (the `test` extra), not a learner's.
 
-Usage: python lessons/build.py            (rebuild all)
-       python lessons/build.py --check    (exit 1 if any notebook is stale)
+Usage: python lessons/build.py            (regenerate the exercise cells, rebuild all)
+       python lessons/build.py --check    (exit 1 if any source or notebook is stale)
+       python lessons/build.py 02 04      (only lessons 02_* and 04_*)
 """
 import re
 import sys
@@ -48,6 +53,26 @@ METADATA = {"kernelspec": {"display_name": "Python 3", "language": "python", "na
 JUPYTEXT_CELL_KEYS = ("lines_to_next_cell", "lines_to_end_of_cell_marker", "cell_marker",
                       "skipline", "noskipline")
 CELL_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")   # nbformat 4.5's rule for cell ids
+CELL_MARKER = re.compile(r"^# %%(?: |$)")        # "# %%exercise" is a commented magic, not a cell
+EXERCISE_MARKER = re.compile(r'^# %% tags=\["exercise"\] int4lab=\{"slot": "(\w+)"\}\s*$')
+
+
+def with_generated_exercises(text: str) -> str:
+    """The source text with every exercise cell's body replaced by its generated stub."""
+    from int4lab.exercises.stubs import exercise_source
+    lines = text.splitlines(keepends=True)
+    out, i = [], 0
+    while i < len(lines):
+        out.append(lines[i])
+        m = EXERCISE_MARKER.match(lines[i])
+        i += 1
+        if not m:
+            continue
+        while i < len(lines) and not CELL_MARKER.match(lines[i]):
+            i += 1                                   # drop the old body
+        body = f"# %%exercise {m.group(1)}\n" + exercise_source(m.group(1)).rstrip("\n") + "\n"
+        out.append(body + ("\n\n" if i < len(lines) else ""))
+    return "".join(out)
 
 
 def cell_id(stem: str, index: int) -> str:
@@ -97,7 +122,17 @@ def sources():
 
 def main(argv):
     stale = []
+    only = [a for a in argv if not a.startswith("-")]     # e.g. "02": only lessons named 02_*
     for src in sources():
+        if only and not any(src.stem.startswith(o) for o in only):
+            continue
+        generated = with_generated_exercises(src.read_text(encoding="utf-8"))
+        if generated != src.read_text(encoding="utf-8"):
+            if "--check" in argv:
+                stale.append(f"{src.name} (its exercise cells differ from the kernel modules' stubs)")
+            else:
+                src.write_text(generated, encoding="utf-8")
+                print(f"regenerated the exercise cells of {src.relative_to(HERE.parent)}")
         text = render(build(src))
         dst = target(src)
         if "--check" in argv:
@@ -107,7 +142,7 @@ def main(argv):
             dst.write_text(text, encoding="utf-8")
             print(f"built {dst.relative_to(HERE.parent)}")
     if stale:
-        print("stale notebooks (run python lessons/build.py):", ", ".join(stale))
+        print("stale (run python lessons/build.py):", ", ".join(stale))
         return 1
     return 0
 

@@ -1,6 +1,5 @@
 """Execute a lesson notebook headless, as shipped or with the library's kernels as solutions."""
 import copy
-import importlib.util
 import os
 import time
 from pathlib import Path
@@ -17,10 +16,9 @@ def lesson_paths():
 
 
 def library_source(slot):
-    """kernels/<module>.py of a slot: what a learner who solved the exercise would have written."""
-    import int4lab
-    module = int4lab.exercises.registry.get(slot).triton.split(":")[0]
-    return Path(importlib.util.find_spec(module).origin).read_text()
+    """The library's solution in the exercise cell's form (int4lab.reveal shows the same)."""
+    from int4lab.exercises import stubs
+    return stubs.solution_source(slot)
 
 
 def exercise_cells(nb):

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # package or module -> level; a module may import int4lab modules of its own level or below.
 LEVELS = {
-    "int4lab.runtime": 0, "int4lab.support": 0, "int4lab.interpreter": 0,
+    "int4lab.runtime": 0, "int4lab.support": 0, "int4lab.interpreter": 0, "int4lab.lazy": 0,
     "int4lab.spec": 1,
     "int4lab.kernels": 2,
     "int4lab.exercises": 3, "int4lab.ops": 3,
@@ -69,7 +69,7 @@ def test_the_groups_exist():
     for group in GROUPS:
         assert (ROOT / "int4lab" / group / "__init__.py").exists(), group
     flat = sorted(p.name for p in (ROOT / "int4lab").glob("*.py"))
-    assert flat == sorted(["__init__.py", "__main__.py", "cli.py", "doctor.py", "layers.py", "ops.py",
+    assert flat == sorted(["__init__.py", "__main__.py", "cli.py", "doctor.py", "layers.py", "lazy.py", "ops.py",
                            "runtime.py", "support.py"]), flat
 
 

@@ -1,11 +1,16 @@
-"""Every lesson executes top to bottom, as shipped (stubs unfilled) and with solutions.
+"""Every lesson executes top to bottom, as shipped (stubs unfilled) and as a learner who did
+every exercise runs it: all slots unlocked with the TODO-plan solutions (tests/todo_solutions/),
+which are in the lesson's exercise cells too, so every INT4 op runs the learner's Triton kernel
+(in the interpreter on a CPU).
 
-Budgets: each notebook must run in under 120 s on a 2-core CPU in fast mode (INT4LAB_FAST=1).
-Measured times are printed (pytest -s) and recorded in docs/teaching.md by hand.
+Budgets: each notebook must run in under 120 s on a 2-core CPU in fast mode (INT4LAB_FAST=1),
+both ways. Measured times are printed (pytest -s) and recorded in docs/teaching.md by hand.
 """
 import importlib.util
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -108,14 +113,46 @@ def test_runs_as_shipped(path, tmp_path):
         assert f"not yet implemented: {STANDS_IN} stays in use for {slot}" in text, slot
 
 
-@pytest.mark.parametrize("path", [p for p in PATHS if exercise_cells(read(p))], ids=lambda p: p.stem)
-def test_runs_with_solutions(path, tmp_path):
-    nb, seconds = execute(with_solutions(read(path)), tmp_path)
-    print(f"{path.name} with solutions: {seconds:.1f} s")
-    assert seconds < BUDGET_S
+def todo_solutions():
+    from int4lab.exercises import registry
+    registry._load_slots()
+    here = ROOT / "tests" / "todo_solutions"
+    return {name: (here / f"{name}.py").read_text() for name, slot in registry.SLOTS.items() if slot.triton}
+
+
+@pytest.fixture(scope="module")
+def unlocked_home(tmp_path_factory):
+    """A learner home with every slot unlocked from its TODO-plan solution (copied per test)."""
+    import int4lab
+    from int4lab.exercises import registry, workspace
+    home = tmp_path_factory.mktemp("unlocked-home")
+    saved = os.environ.get("INT4LAB_HOME"), dict(registry._learner), set(registry._looked_up)
+    os.environ["INT4LAB_HOME"] = str(home)
+    try:
+        for slot, source in todo_solutions().items():
+            path = workspace.workspace_file(slot)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(source)
+            assert int4lab.unlock(slot, quiet=True).passed, slot
+    finally:
+        os.environ["INT4LAB_HOME"] = saved[0]
+        registry._learner.clear(), registry._learner.update(saved[1])
+        registry._looked_up.clear(), registry._looked_up.update(saved[2])
+    return home
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
+def test_runs_with_the_learners_kernels(path, tmp_path, unlocked_home):
+    """Every slot unlocked (the lessons after an exercise run the learner's kernels) and the
+    lesson's own exercise cells filled with the TODO-plan solutions."""
+    shutil.copytree(unlocked_home, tmp_path, dirs_exist_ok=True)
+    nb, seconds = execute(with_solutions(read(path), todo_solutions()), tmp_path)
+    print(f"{path.name} with the learner's kernels: {seconds:.1f} s")
+    assert seconds < BUDGET_S, f"{path.name} took {seconds:.0f} s with the learner's kernels (budget {BUDGET_S} s)"
     text = outputs_text(nb)
     progress = json.loads((tmp_path / "progress.json").read_text())["slots"]
     for cell in exercise_cells(nb):
         slot = cell.metadata["int4lab"]["slot"]
         assert progress.get(slot, {}).get("unlocked"), f"{slot} was not unlocked:\n{text[-3000:]}"
+        assert f"Unlocked: your {slot}" in text, slot
     assert "FAIL" not in text and "ERROR" not in text

@@ -34,6 +34,22 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(r"<!-- main-command -->\s*```bash\n.*int4lab train", readme, re.S)
 
 
+def test_readme_installs_torch_cpu_wheels_and_keeps_an_installed_torch():
+    """The README's commands install torch only where it is missing (a GPU machine keeps its CUDA
+    build), and then from PyTorch's CPU index as well as PyPI, so that a CPU machine does not pull
+    PyPI's multi-GB CUDA wheel; a machine that cannot reach that index does not wait on it."""
+    readme = (ROOT / "README.md").read_text()
+    for block in ("main-command", "test-command"):
+        cmd = re.search(rf"<!-- {block} -->\s*```bash\n(.*?)\n```", readme, re.S).group(1)
+        guard = re.match(r'\(python3 -c "import torch" 2>/dev/null \|\| (python3 -m pip install torch==[^)]*)\) && ',
+                         cmd)
+        assert guard, f"{block}: torch is not installed only when missing: {cmd}"
+        install = guard.group(1)
+        assert "--extra-index-url https://download.pytorch.org/whl/cpu" in install, install
+        assert "--index-url" not in install.replace("--extra-index-url", ""), "PyPI must stay an index"
+        assert re.search(r"--retries \d", install), install
+
+
 def test_core_imports_without_notebook_packages():
     code = ("import sys\n"
             "for m in ('ipywidgets', 'matplotlib', 'IPython', 'jupyterlab', 'sklearn'): sys.modules[m] = None\n"

@@ -168,3 +168,38 @@ def test_exercise_magic_writes_the_workspace(home, capsys):
     assert (home / "workspace" / "pack_int4.py").read_text() == STUB
     exercises.exercise_magic("pack_int4", "def pack_int4(q):\n    return q +\n")
     assert "the cell raised SyntaxError" in capsys.readouterr().out
+
+
+def test_progress_and_which_agree_through_unlock_edit_and_restart(home, capsys):
+    """progress() says "unlocked" exactly when a call would run the learner's code (which())."""
+    def states():
+        row = {r["slot"]: r for r in int4lab.progress(show=False)}["pack_int4"]
+        return row["status"], row["runs"], int4lab.which("pack_int4")["would_run"]
+
+    exercises.exercise_magic("pack_int4", library("pack_int4"))
+    assert states()[0] == "not started"
+    assert int4lab.unlock("pack_int4", quiet=True).passed
+    assert states() == ("unlocked", "learner", "learner")
+    # the learner edits the cell and runs it again, without unlocking: the old kernel stops
+    exercises.exercise_magic("pack_int4", library("pack_int4") + "\n# an edit\n")
+    status, runs, would = states()
+    assert status == "edited: unlock again" and runs == would != "learner"
+    registry._learner.clear()                 # a restart: the same answers from disk
+    registry._looked_up.clear()
+    with pytest.warns(UserWarning, match="changed since"):
+        status2, runs2, would2 = states()
+    assert (status2, runs2, would2) == (status, runs, would)
+    assert int4lab.unlock("pack_int4", quiet=True).passed
+    assert states() == ("unlocked", "learner", "learner")
+
+
+def test_an_out_of_bounds_access_names_the_learners_kernel_and_line(home):
+    source = library("vector_add").replace("mask = offs < n\n", "mask = offs < n + 5\n")
+    assert source != library("vector_add")
+    path = write_exercise(home, "vector_add", source)
+    report = int4lab.unlock("vector_add", quiet=True)
+    errors = [r for r in report.results if r.status == "error"]
+    assert errors and not report.passed
+    line = next(i for i, s in enumerate(source.splitlines(), 1) if "x = tl.load(x_ptr" in s)
+    assert f"(at {path.name}:{line}, in vector_add_kernel: x = tl.load(" in errors[0].message, errors[0].message
+    assert "guard.py" not in errors[0].message

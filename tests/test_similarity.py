@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from int4lab.spec.packing import validate_pack
+
 
 @triton.jit
 def my_packer(src, dst, total, B: tl.constexpr):
@@ -37,7 +39,6 @@ def my_packer(src, dst, total, B: tl.constexpr):
 
 def pack_int4(x: torch.Tensor, B: int = 1024) -> torch.Tensor:
     """Packs two nibbles per byte (written by me)."""
-    from int4lab.spec.packing import validate_pack
     validate_pack(x)
     x = x.contiguous()
     out = torch.empty((*x.shape[:-1], x.shape[-1] // 2), dtype=torch.uint8, device=x.device)

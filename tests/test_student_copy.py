@@ -58,8 +58,10 @@ def test_student_copy_strips_kernels_and_runs_on_the_spec(copy, copy_python, tmp
     assert "NotImplementedError" in kernel and "tl.store" not in kernel
     assert "What it computes" in kernel                # the docstring (the contract) stays
     assert (copy / "kernels" / "known_answer.py").read_text().count("tl.store") == 1
-    rounding = (copy / "kernels" / "rounding.py").read_text()   # lesson 02 has learners write it
-    assert "def round_half_to_even(v):" in rounding and "tl.floor" not in rounding
+    # the stub of the lesson: given code and the TODO plan, not the fenced solution
+    assert "validate_pack(q)" in kernel and "# TODO 3:" in kernel and "SOLUTION" not in kernel
+    rounding = (copy / "kernels" / "rounding.py").read_text()   # a given helper: copied as it is
+    assert rounding == (ROOT / "kernels" / "rounding.py").read_text()
     assert (copy / "lessons" / "01_int4_numbers_and_packing.ipynb").exists()
     assert not list((copy / "tests").glob("test_kernel_*.py"))
     assert [p.name for p in (copy / "tests" / "wrong_kernels").iterdir()
@@ -138,15 +140,19 @@ def test_the_copys_own_suite_passes(copy, copy_python, tmp_path):
     assert "tests/test_registry.py::test_stub_is_not_an_error PASSED" in r.stdout
 
 
-def test_stub_keeps_the_signature():
-    src = "'''Doc.'''\nimport torch\n\ndef f(x, block_size=32, *, seed=None):\n    return x\n"
-    stub = student.stub_kernel(src, "f")
-    assert "def f(x, block_size=32, *, seed=None):" in stub and "Doc." in stub
+def test_copy_stub_is_the_lessons_stub_with_the_docstring():
+    src = ('"""Doc."""\nimport torch\n\ndef f(x, block_size=32, *, seed=None):\n'
+           "    check(x)\n    # TODO 1: return x\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION\n")
+    stub = student.stub_kernel(src, "f.py")
+    assert "Doc." in stub and "def f(x, block_size=32, *, seed=None):" in stub
+    assert "check(x)" in stub and "# TODO 1: return x" in stub        # given code and the plan
+    assert "    return x\n" not in stub and "SOLUTION" not in stub and "NotImplementedError" in stub
 
 
-def test_helper_stub_keeps_signature_and_docstring_only():
-    src = ("'''Helpers.'''\nimport triton\n\n@triton.jit\ndef h(v, k=2):\n"
-           "    '''What h computes.'''\n    return v * k\n")
-    stub = student.stub_helpers(src)
-    assert "def h(v, k=2):" in stub and "What h computes." in stub and "Helpers." in stub
-    assert "return v * k" not in stub and "@triton.jit" not in stub and "NotImplementedError" in stub
+def test_every_kernel_module_is_a_slot_or_said_to_be_given():
+    """make_copy refuses a kernels/ module it does not know how to treat."""
+    from int4lab.exercises import registry
+    registry._load_slots()
+    slots = {s.triton.split(":")[0].rsplit(".", 1)[1] for s in registry.SLOTS.values() if s.triton}
+    for path in (ROOT / "kernels").glob("*.py"):
+        assert path.stem in slots or path.stem in student.NOT_SOLUTIONS, path.name

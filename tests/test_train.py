@@ -5,7 +5,17 @@ import math
 import pytest
 import torch
 
-from int4lab.training.loop import TrainConfig, get_lr, main, recipe_names, train
+from int4lab.training.loop import (
+    SMALL,
+    TASK_DEFAULTS,
+    ResumeMismatch,
+    TrainConfig,
+    config_for,
+    get_lr,
+    main,
+    recipe_names,
+    train,
+)
 
 # small enough that each run takes about a second on one CPU core
 TINY = {"digits": dict(task="digits", batch_size=64, n_layer=1, n_embd=32, lr=5e-3, eval_every=10),
@@ -70,8 +80,30 @@ def test_resume_ends_exactly_where_an_uninterrupted_run_ends(tmp_path, task, rec
 def test_resume_refuses_a_different_run(tmp_path):
     cfg = tiny(steps=10, out_dir=str(tmp_path))
     train(cfg)
-    with pytest.raises(ValueError, match="different lr"):
+    with pytest.raises(ValueError, match="different lr") as e:
         train(tiny(steps=10, out_dir=str(tmp_path), resume=True, lr=1e-2))
+    assert isinstance(e.value, ResumeMismatch) and e.value.changed == [("lr", 5e-3, 1e-2)]
+
+
+def test_small_size_is_the_task_defaults_made_small():
+    for task in TASK_DEFAULTS:
+        full, small = config_for(task), config_for(task, "small")
+        assert (small.steps, small.batch_size, small.n_layer, small.n_embd) == tuple(
+            SMALL[task][k] for k in ("steps", "batch_size", "n_layer", "n_embd"))
+        assert small.steps < full.steps and small.n_embd % 32 == 0   # the Hadamard block
+    assert config_for("text", "small", steps=7).steps == 7
+    with pytest.raises(ValueError, match="size"):
+        config_for("text", "tiny")
+
+
+def test_result_records_which_implementation_each_int4_op_ran():
+    from int4lab.exercises.registry import use
+    with use("spec"):
+        r = train(tiny(recipe="int4_hq_lss", steps=3, eval_every=3))
+    assert r.ran and all(counts == {"spec": 3} for counts in r.ran.values()), r.ran
+    assert {"int4_matmul", "hadamard_quantize"} <= set(r.ran)
+    assert train(tiny(steps=2)).ran == {}          # fp32: no INT4 operation
+    json.dumps(r.to_dict())
 
 
 def test_nan_in_forward_names_step_and_layer():

@@ -5,7 +5,6 @@ kernel or the spec) and where (Triton compiled on a GPU, or the interpreter on t
 """
 import contextlib
 import dataclasses
-import importlib.util
 import signal
 import threading
 import time
@@ -83,13 +82,20 @@ def _hint(slot, args, kwargs, expected, got):
     return ""
 
 
+_OWN_FILES = ("int4lab/interpreter/", "int4lab/exercises/learner.py")
+
+
 def describe_error(e):
     """One line for a learner: the real error (not Triton's wrapper) and the line in their code."""
     while type(e).__name__ == "InterpreterError" and e.__cause__ is not None:
         e = e.__cause__
+    # the learner's own line: not Triton's, not the library's bounds guard or its checks
     frames = [f for f in traceback.extract_tb(e.__traceback__)
-              if "site-packages" not in f.filename and "/triton/" not in f.filename]
-    where = f" (at {frames[-1].filename.split('/')[-1]}:{frames[-1].lineno})" if frames else ""
+              if "site-packages" not in f.filename and "/triton/" not in f.filename
+              and not any(part in f.filename.replace("\\", "/") for part in _OWN_FILES)]
+    where = (f" (at {frames[-1].filename.split('/')[-1]}:{frames[-1].lineno}, in "
+             f"{frames[-1].name}: {frames[-1].line.strip()})" if frames and frames[-1].line
+             else f" (at {frames[-1].filename.split('/')[-1]}:{frames[-1].lineno})" if frames else "")
     return f"{type(e).__name__}: {e}{where}"
 
 
@@ -233,36 +239,51 @@ def _show(report, quiet):
 # Reveal, progress, bench
 
 def reveal(name: str) -> str:
-    """Print the library's kernel for slot `name`; recorded as revealed, not earned."""
+    """Print the library's solution to slot `name`, in the exercise cell's form (generated from
+    the kernel module's solution fences, as the stub is); recorded as revealed, not earned."""
+    from int4lab.exercises import stubs
     slot = registry.get(name)
     if slot.triton is None:
         raise ValueError(f"{name} has no library kernel to reveal")
     module = slot.triton.split(":")[0]
-    source = open(importlib.util.find_spec(module).origin).read()
+    source = stubs.solution_source(name)
     workspace.update(name, revealed=True)
     if runtime.is_student_copy():
         print(f"# This is a student copy: it has no library kernel for {name}. {module} holds only "
-              "its contract (the docstring below) and a stub; progress records it as revealed.\n")
+              "the stub you started from; progress records it as revealed.\n")
     else:
-        print(f"# The library's {name} ({module}); progress records it as revealed.\n")
+        print(f"# The library's {name} ({module}, without its docstring), the exercise cell filled "
+              "in; progress records it as revealed.\n")
     print(source)
     return source
 
 
 def progress(show: bool = True) -> list[dict]:
-    """A table of the slots: not started / unlocked / revealed, with the last benchmark."""
+    """A table of the slots: where each stands (not started / unlocked / revealed / edited since
+    unlocked), what a call runs now (the same answer as `which`) and the last benchmark."""
     registry._load_slots()
     data = workspace.read()["slots"]
     rows = []
     for name, slot in registry.SLOTS.items():
         entry = data.get(name, {})
-        status = "revealed" if entry.get("revealed") else "unlocked" if entry.get("unlocked") else "not started"
+        active = registry.learner_fn(name) is not None     # what dispatch would find
+        path = workspace.workspace_file(name)
+        if entry.get("revealed"):
+            status = "revealed"
+        elif active:
+            status = "unlocked" if entry.get("unlocked") else "unlocked (this session)"
+        elif entry.get("unlocked"):
+            status = ("edited: unlock again" if path.exists() and workspace.sha256(path) != entry.get("sha256")
+                      else "file gone" if not path.exists() else "unlocked, not loadable")
+        else:
+            status = "not started"
         rows.append({"slot": name, "lesson": slot.lesson, "status": status,
+                     "runs": registry.which(name)["would_run"],
                      "last_bench": entry.get("bench", {}).get("summary", "")})
     if show:
-        print(f"{'slot':20} {'lesson':8} {'status':12} last benchmark")
+        print(f"{'slot':18} {'lesson':7} {'status':24} {'a call runs':12} last benchmark")
         for r in rows:
-            print(f"{r['slot']:20} {r['lesson']:8} {r['status']:12} {r['last_bench']}")
+            print(f"{r['slot']:18} {r['lesson']:7} {r['status']:24} {r['runs']:12} {r['last_bench']}")
     return rows
 
 
@@ -341,6 +362,10 @@ def exercise_magic(line, cell):
     path = workspace.workspace_file(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(cell)
+    entry = workspace.read()["slots"].get(name, {})
+    if entry.get("unlocked") and entry.get("sha256") != workspace.sha256(path):
+        # an edited file runs only once it passes again, in this session as after a restart
+        registry.set_learner(name, None)
     try:
         module = workspace.import_file(path, f"int4lab_workspace_{name}")
     except Exception as e:

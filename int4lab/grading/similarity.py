@@ -30,7 +30,6 @@ read from the lessons) and a pair that is near its starter is not flagged.
 import ast
 import builtins
 import difflib
-import importlib.util
 import io
 import keyword
 import tokenize
@@ -119,10 +118,11 @@ def similarity(a, b) -> float:
 
 
 def library_sources(slots=None) -> dict:
-    """{slot: the source of the library's kernel module, kernels/<slot>.py}, for the slots that
-    have one. In a student copy (kernel bodies removed) it is empty: there is nothing to match."""
+    """{slot: the library's solution, as a learner would paste it in the exercise cell (what
+    int4lab.reveal shows: kernels/<slot>.py without its docstring and solution fences)}, for the
+    slots that have one. In a student copy (kernel bodies removed) it is empty: nothing to match."""
     from int4lab import runtime
-    from int4lab.exercises import registry
+    from int4lab.exercises import registry, stubs
     if runtime.is_student_copy():
         return {}
     registry._load_slots()
@@ -131,9 +131,10 @@ def library_sources(slots=None) -> dict:
         slot = registry.SLOTS.get(name)
         if slot is None or not slot.triton:
             continue
-        spec = importlib.util.find_spec(slot.triton.split(":")[0])
-        if spec is not None and spec.origin and Path(spec.origin).exists():
-            out[name] = Path(spec.origin).read_text()
+        try:
+            out[name] = stubs.solution_source(name)
+        except (ImportError, OSError, ValueError):
+            continue
     return out
 
 

@@ -1,16 +1,19 @@
 """`int4lab student-copy OUT`: the course without the library's kernel bodies.
 
 The copy keeps every lesson, the spec, the checks and the tests of the spec, but each slot's
-kernel module in kernels/ keeps only its docstring (what it computes, the layout) and a
-launcher that raises NotImplementedError; a helper module (kernels/rounding.py) keeps its
-docstring and signatures. A marker file tells the registry that the library's kernels are
+kernel module in kernels/ becomes the lesson's stub: its docstring (what it computes, the
+layout), the given code and the TODO plan, with the code between the solution fences cut out
+(int4lab.exercises.stubs, the same generator as the lessons' exercise cells), so its launcher
+raises NotImplementedError. Given helpers (kernels/rounding.py, the doctor's known-answer kernel)
+are copied as they are. A marker file tells the registry that the library's kernels are
 absent, so everything falls back to the PyTorch spec and the lessons still run.
 
 Left out: the tests of the kernel bodies, the deliberately wrong kernels (each one bug away from
 a solution), and the maintainers' tools built on them (LEFT_OUT). Tests that need the library's
 kernels are skipped in the copy with a reason (SKIPPED_IN_COPY, through the copy's conftest.py).
-The copy is then scanned: no run of five lines of a library kernel or a wrong kernel may be in
-any of its files (find_library_code); `make_copy` refuses to finish otherwise.
+The copy is then scanned: no run of five lines of a library solution (the fenced code) or of a
+wrong kernel (less what the stubs give) may be in any of its files (find_library_code);
+`make_copy` refuses to finish otherwise.
 
 A copy must run its own int4lab: installed in a fresh virtualenv (`pip install -e OUT`), or from
 PYTHONPATH=OUT where no int4lab is installed. STUDENT_COPY.md in the copy says how, and lesson 00
@@ -26,19 +29,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-from int4lab.exercises import registry
+from int4lab.exercises import registry, stubs
 from int4lab.runtime import STUDENT_COPY_MARKER as MARKER
 from int4lab.runtime import is_student_copy  # noqa: F401  (the grader and tests ask it here too)
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Kernel modules that are not solutions: the package's __init__ and the doctor's known-answer
-# kernel (a copy must still be able to say whether Triton works on the machine).
-NOT_SOLUTIONS = {"__init__", "known_answer"}
+# Kernel modules that are not solutions, copied as they are: the package's __init__, the doctor's
+# known-answer kernel (a copy must still be able to say whether Triton works on the machine) and
+# the rounding helper that the stubs import (given in every lesson that quantizes).
+NOT_SOLUTIONS = {"__init__", "known_answer", "rounding"}
 
 # Files of the repository that a copy leaves out, with why (globs, relative to the repository).
 LEFT_OUT = {
     "tests/test_kernel_*.py": "they test the library's kernel bodies",
+    "tests/todo_solutions/*": "solutions to the exercises, written from the TODO plans",
+    "tests/test_todo_solutions.py": "it unlocks every slot with tests/todo_solutions/",
     "tests/wrong_kernels/[a-z]*__*.py": "deliberately wrong kernels, each one bug away from a solution",
     "tests/inspect_kernels.py": "its unpack_gemm kernel is lesson 03's int4_matmul without the scales",
     "tests/test_inspect.py": "it inspects the library's compiled kernels and tests/inspect_kernels.py",
@@ -54,25 +60,35 @@ LEFT_OUT = {
 # without "[...]" covers all its parameters. tests/test_student_copy.py runs a copy's suite, so a
 # new test that needs the library fails there until it is listed here.
 SKIPPED_IN_COPY = {
-    "tests/test_lessons.py::test_runs_with_solutions":
-        "the solutions it runs are the library's kernels",
+    "tests/test_lessons.py::test_runs_with_the_learners_kernels":
+        "the TODO-plan solutions it runs (tests/todo_solutions/) are not part of a copy",
     "tests/test_registry.py::test_unlock_from_workspace_persists_across_restarts":
         "it unlocks the library's kernel as the learner's",
     "tests/test_registry.py::test_edited_file_is_not_used_until_unlocked_again":
         "it unlocks the library's kernel as the learner's",
     "tests/test_registry.py::test_library_kernels_pass_hidden_checks": "it checks the library's kernels",
     "tests/test_registry.py::test_use_modes_and_fallback": "it expects the library's kernel to run",
+    "tests/test_registry.py::test_progress_and_which_agree_through_unlock_edit_and_restart":
+        "it unlocks the library's kernel as the learner's",
+    "tests/test_registry.py::test_an_out_of_bounds_access_names_the_learners_kernel_and_line":
+        "it edits the library's kernel",
     "tests/test_registry.py::test_progress_reveal_and_corrupt_file": "it reveals a library kernel",
     "tests/test_registry.py::test_bench_on_cpu_reports_correctness_not_time": "it checks the library's kernel",
     "tests/test_packing.py::test_kernels_match_spec": "it runs the library's kernels",
     "tests/test_packing.py::test_kernels_on_non_contiguous_input": "it runs the library's kernels",
     "tests/test_packing.py::test_every_value_round_trips_through_the_kernels": "it runs the library's kernels",
     "tests/test_packing.py::test_dispatch_says_what_ran": "it expects the library's kernel to run",
-    "tests/test_packing.py::test_bad_input_is_named[pack_int4_2]":
-        "kernels/pack_int4.py's launcher validates its input; the copy's stub only raises",
-    "tests/test_packing.py::test_unpack_bad_input[unpack_int4_1]":
-        "kernels/unpack_int4.py's launcher validates its input; the copy's stub only raises",
     "tests/test_bench.py::test_smoke_ran_the_triton_kernels": "it expects the library's kernels to run",
+    "tests/test_stubs.py::test_every_kernel_module_fences_its_kernel_and_its_launcher":
+        "a copy's kernel modules are the stubs: their fenced solutions were cut out",
+    "tests/test_cli.py::test_a_kernel_imported_first_still_runs_in_the_interpreter":
+        "it runs the library's vector_add",
+    "tests/test_cli.py::test_interpreter_run_picks_the_small_size_and_says_why":
+        "it trains with the library's kernels (in a copy --impl triton runs the spec, at full size)",
+    "tests/test_cli.py::test_the_full_size_runs_on_a_gpu_and_with_the_spec":
+        "it expects the library's kernels where --impl triton asks for them",
+    "tests/test_cli.py::test_capstone_trains_on_the_learners_kernels_on_a_cpu":
+        "it unlocks every slot with the library's solutions",
     "tests/test_layer_counts.py::test_a_triton_launch_is_counted": "it counts a launch of the library's kernel",
     "tests/test_packaging.py::test_ci_runs_the_readme_test_command": "the course's CI is not part of a copy",
     "tests/test_packaging.py::test_interpreter_runs_runtime_bounded_loops_on_every_numpy":
@@ -189,33 +205,25 @@ def left_out(rel) -> str | None:
     return next((why for pattern, why in LEFT_OUT.items() if fnmatch.fnmatch(rel, pattern)), None)
 
 
-def stub_kernel(source: str, launcher: str) -> str:
-    """Keep the module docstring and the launcher's signature; drop every body."""
-    tree = ast.parse(source)
-    doc = ast.get_docstring(tree) or ""
-    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == launcher), None)
-    signature = ast.unparse(fn.args) if fn else "*args, **kwargs"
-    return (f'"""{doc}\n\n(Student copy: the body is yours to write; see the lesson.)\n"""\n'
-            "import torch  # noqa: F401  (what your kernel and launcher will need)\n"
-            "import triton  # noqa: F401\nimport triton.language as tl  # noqa: F401\n\n\n"
-            f"def {launcher}({signature}):\n"
-            f"    raise NotImplementedError('{launcher}: write this kernel in its lesson')\n")
+def stub_kernel(source: str, origin: str = "<kernel>") -> str:
+    """A slot's kernel module as the copy holds it: its docstring, then the lesson's stub."""
+    doc = stubs.module_docstring(source)
+    body = stubs.stub(stubs._without_docstring(source), origin)
+    return (f'"""{doc}\n\n(Student copy: the code between the TODOs is yours to write, in the '
+            'lesson\'s exercise cell.)\n"""\n' + body)
 
 
-def stub_helpers(source: str) -> str:
-    """A helper module (not a slot): keep its docstring and each function's signature and
-    docstring; every body raises NotImplementedError. The decorators go too: a stub is no kernel."""
-    tree = ast.parse(source)
-    doc = ast.get_docstring(tree) or ""
-    out = [f'"""{doc}\n\n(Student copy: the library\'s helpers are not part of it; the lessons say '
-           'where you write your own.)\n"""\n']
-    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
-        has_doc = ast.get_docstring(fn) is not None
-        fdoc = "    " + ast.get_source_segment(source, fn.body[0]) + "\n" if has_doc else ""
-        out.append(f"\ndef {fn.name}({ast.unparse(fn.args)}):\n{fdoc}"
-                   f"    raise NotImplementedError('{fn.name}: not part of a student copy; '\n"
-                   "                              'write your own in the lesson that asks for it')\n")
-    return "\n".join(out)
+STUB_LINT = ('"kernels/*.py" = ["F401", "F821", "F841"]   # student copy: stubs name what the '
+             "learner's code (cut out) defines or uses\n")
+
+
+def _with_stub_lint_rules(text: str) -> str:
+    """pyproject.toml for a copy: ruff keeps passing on stubs whose imports and given names
+    serve code that is not there yet."""
+    head = "[tool.ruff.lint.per-file-ignores]\n"
+    if head not in text:
+        raise RuntimeError("int4lab student-copy: pyproject.toml has no [tool.ruff.lint.per-file-ignores]")
+    return text.replace(head, head + STUB_LINT, 1)
 
 
 def _conftest_block():
@@ -228,8 +236,7 @@ def make_copy(out, root=ROOT, check=True):
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"int4lab student-copy: {out} exists and is not empty")
     registry._load_slots()
-    kernels = {s.triton.split(":")[0].rsplit(".", 1)[1]: s.triton.split(":")[1]
-               for s in registry.SLOTS.values() if s.triton}
+    kernels = {s.triton.split(":")[0].rsplit(".", 1)[1] for s in registry.SLOTS.values() if s.triton}
     for src in _tracked_files(root):
         rel = src.relative_to(root)
         if left_out(rel) or not src.is_file():
@@ -237,13 +244,16 @@ def make_copy(out, root=ROOT, check=True):
         dst = out / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         if rel.parts[0] == "kernels" and rel.suffix == ".py" and rel.stem in kernels:
-            dst.write_text(stub_kernel(src.read_text(), kernels[rel.stem]))
+            dst.write_text(stub_kernel(src.read_text(), str(rel)))
         elif rel.parts[0] == "kernels" and rel.suffix == ".py" and rel.stem not in NOT_SOLUTIONS:
-            dst.write_text(stub_helpers(src.read_text()))
+            raise RuntimeError(f"int4lab student-copy: {rel} is neither a slot's kernel module nor "
+                               "listed in NOT_SOLUTIONS: say whether a copy may hold it")
         elif rel.as_posix() == "tests/conftest.py":
             dst.write_text(src.read_text() + _conftest_block())
         elif rel.as_posix() == "README.md":
             dst.write_text(README_NOTE + src.read_text())
+        elif rel.as_posix() == "pyproject.toml":
+            dst.write_text(_with_stub_lint_rules(src.read_text()))
         else:
             shutil.copy2(src, dst)
     (out / "int4lab" / MARKER).write_text("The library's kernel bodies were removed from this copy.\n")
@@ -273,13 +283,20 @@ def _normalise(line: str) -> str:
 
 
 def forbidden_bodies(root=ROOT) -> dict:
-    """{"file:function": normalised body lines} for every function of the library's kernel
-    modules (kernels, launchers and helpers; not NOT_SOLUTIONS) and of the wrong kernels."""
+    """{"file:function": normalised lines} that a copy must not hold: the fenced solution lines
+    of every slot's kernel module (not NOT_SOLUTIONS), and the body of every function of the
+    wrong kernels (their given lines are dropped in find_library_code: the stubs show them)."""
     root = Path(root)
-    paths = [p for p in sorted((root / "kernels").glob("*.py")) if p.stem not in NOT_SOLUTIONS]
-    paths += sorted((root / "tests" / "wrong_kernels").glob("[a-z]*__*.py"))
     bodies = {}
-    for path in paths:
+    for path in sorted((root / "kernels").glob("*.py")):
+        if path.stem in NOT_SOLUTIONS:
+            continue
+        rel = path.relative_to(root).as_posix()
+        for fn, lines in stubs.solution_lines(path.read_text(), rel).items():
+            norm = [n for n in (_normalise(s) for s in lines if not s.strip().startswith("#")) if n]
+            if norm:
+                bodies[f"{rel}:{fn}"] = norm
+    for path in sorted((root / "tests" / "wrong_kernels").glob("[a-z]*__*.py")):
         source = path.read_text()
         lines = source.splitlines()
         for node in ast.walk(ast.parse(source)):
@@ -293,6 +310,15 @@ def forbidden_bodies(root=ROOT) -> dict:
             if norm:
                 bodies[f"{path.relative_to(root).as_posix()}:{node.name}"] = norm
     return bodies
+
+
+def _given_lines(root) -> set:
+    """Normalised lines of the stubs (given code): a wrong kernel shares them with the copy."""
+    given = set()
+    for path in sorted((Path(root) / "kernels").glob("*.py")):
+        if path.stem not in NOT_SOLUTIONS:
+            given |= {n for n in (_normalise(s) for s in stubs.stub(path.read_text()).splitlines()) if n}
+    return given
 
 
 def _text_lines(path: Path) -> list:
@@ -314,7 +340,10 @@ def find_library_code(copy, root=ROOT) -> dict:
     down to 3 lines), or that is named like a wrong kernel. Empty for a clean copy."""
     copy = Path(copy)
     runs = {}
+    given = _given_lines(root)
     for name, body in forbidden_bodies(root).items():
+        if name.startswith("tests/"):
+            body = [line for line in body if line not in given]
         n = min(RUN, len(body))
         if n >= 3:
             for i in range(len(body) - n + 1):

@@ -636,11 +636,17 @@ def describe_error(e):
     while type(e).__name__ == "InterpreterError" and e.__cause__ is not None:
         e = e.__cause__
     try:
+        # the learner's line, not Triton's or the bounds guard's (tmp/interpreter/guard.py)
         frames = [f for f in traceback.extract_tb(e.__traceback__)
-                  if "site-packages" not in f.filename and "/triton/" not in f.filename]
+                  if "site-packages" not in f.filename and "/triton/" not in f.filename
+                  and "/interpreter/" not in f.filename]
     except Exception:
         frames = []
-    where = f" (at {frames[-1].filename.split('/')[-1]}:{frames[-1].lineno})" if frames else ""
+    where = ""
+    if frames:
+        f = frames[-1]
+        code = f": {f.line.strip()}" if f.line else ""
+        where = f" (at {f.filename.split('/')[-1]}:{f.lineno}, in {f.name}{code})"
     return f"{type(e).__name__}: {e}{where}"[:2000]
 
 

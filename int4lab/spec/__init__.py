@@ -6,3 +6,6 @@ rounding, LSQ), hadamard (block Hadamard rotation and the Hadamard quantizer), g
 splitting, leverage score sampling) and validate (input checks that name the problem).
 Imports nothing above it but int4lab.runtime's neighbours: torch alone.
 """
+from int4lab.lazy import submodules
+
+__getattr__ = submodules(__name__)   # submodules as attributes, on first use

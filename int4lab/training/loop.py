@@ -28,8 +28,9 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from int4lab.exercises.registry import use
-from int4lab.layers import RECIPES, quantize_model
+from int4lab import runtime
+from int4lab.exercises.registry import last_ran, resolve, use
+from int4lab.layers import RECIPES, get_recipe, quantize_model
 from int4lab.runtime import replace_atomically
 from int4lab.training import data as D
 from int4lab.training.models import GPT, GPTConfig, ViT, ViTConfig
@@ -77,6 +78,9 @@ class TrainResult:
     val_acc: list = field(default_factory=list)     # text: next-character top-1 accuracy
     wall_time: list = field(default_factory=list)   # seconds since the start, evaluation included
     grad_norm: list = field(default_factory=list)   # mean gradient norm since then, before clipping
+    # {slot: {impl: steps}}: which implementation ("learner", "triton", "spec") each INT4
+    # operation ran, per training step of this process (see record_ran)
+    ran: dict = field(default_factory=dict)
     model: nn.Module = field(default=None, repr=False, compare=False)
 
     def to_dict(self):  # JSON-ready: everything but the model
@@ -95,11 +99,29 @@ TASK_DEFAULTS = {
 }
 
 
-def config_for(task, **overrides):
-    """TrainConfig with the task's defaults, then overrides."""
+# The size `int4lab train` picks when the INT4 operations run as Triton code in the interpreter
+# (a learner's kernels or the library's, on a CPU): the interpreter runs every kernel program in
+# Python, so at the full size one text step takes ~100 s (a 400-step run: ~11 hours). This size
+# shows your kernels training in about a minute, and held fixed for every recipe of the run (the
+# fp32 baseline too). It is a demonstration, not a result: the text loss falls from 4.6 to ~2.2,
+# the ViT barely starts on digits. Measured (see INTERPRETER_SECONDS_PER_STEP) on a 2-core CPU.
+SMALL = {
+    "text": dict(steps=30, batch_size=4, block_size=32, n_layer=1, n_embd=32, lr=1e-2, min_lr=1e-3,
+                 warmup_steps=5, eval_every=10, eval_batches=2),
+    "digits": dict(steps=30, batch_size=16, n_layer=1, n_embd=32, lr=5e-3, min_lr=5e-4, warmup_steps=5,
+                   eval_every=15),
+}
+SIZES = ("auto", "full", "small")
+
+
+def config_for(task, size="full", **overrides):
+    """TrainConfig with the task's defaults (size "small": SMALL's), then overrides."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    return TrainConfig(task=task, **{**TASK_DEFAULTS[task], **overrides})
+    if size not in ("full", "small"):
+        raise ValueError(f"size must be full or small, got {size!r}")
+    return TrainConfig(task=task, **{**TASK_DEFAULTS[task], **(SMALL[task] if size == "small" else {}),
+                                     **overrides})
 
 
 def get_lr(step, cfg):
@@ -226,6 +248,15 @@ def checkpoint_path(cfg):
 RESUME_FREE = {"resume", "progress", "device", "out_dir", "ckpt_every"}
 
 
+class ResumeMismatch(ValueError):
+    """The checkpoint in out_dir belongs to a run with other settings (or another process count).
+    changed: [(setting, the checkpoint's value, this run's value)]."""
+
+    def __init__(self, message, changed=()):
+        super().__init__(message)
+        self.changed = list(changed)
+
+
 def dist_info():
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -277,13 +308,15 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     ckpt = checkpoint_path(cfg) if cfg.out_dir else None
     if cfg.resume and ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
-        changed = sorted(k for k, v in state["config"].items()
-                         if k not in RESUME_FREE and v != getattr(cfg, k))
+        changed = [(k, v, getattr(cfg, k)) for k, v in sorted(state["config"].items())
+                   if k not in RESUME_FREE and v != getattr(cfg, k)]
         if changed:
-            raise ValueError(f"cannot resume {ckpt}: it was trained with different {', '.join(changed)}")
+            raise ResumeMismatch(
+                f"cannot resume {ckpt}: it was trained with different {', '.join(k for k, _, _ in changed)} ("
+                + ", ".join(f"{k}={old} there, {new} now" for k, old, new in changed) + ")", changed)
         if len(state["rng"]) != world:
-            raise ValueError(f"cannot resume {ckpt} exactly: saved by {len(state['rng'])} processes, "
-                             f"resumed by {world}")
+            raise ResumeMismatch(f"cannot resume {ckpt} exactly: saved by {len(state['rng'])} processes, "
+                                 f"resumed by {world}", [("nproc", len(state["rng"]), world)])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed, losses, norms = state["step"], state["elapsed"], state["losses"], state["norms"]
@@ -301,11 +334,16 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
         model = nn.parallel.DistributedDataParallel(model)
 
     t0 = time.perf_counter() - elapsed
+    # the bar moves once per optimizer step (under the interpreter, a step of the INT4 recipes
+    # takes seconds): it says when it is evaluating instead
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress or rank != 0,
                desc=f"{cfg.task}/{cfg.recipe}", leave=False)
+    # which implementation each INT4 operation ran: only quantized models call them
+    record = get_recipe(cfg.recipe).int4_forward if cfg.recipe in recipe_names() else False
     while True:
         if step % cfg.eval_every == 0 or step == cfg.steps:
             if not (result.steps and result.steps[-1] == step):
+                bar.set_postfix_str("evaluating", refresh=True)
                 vl, va = evaluate(raw, cfg, dataset, device)
                 result.steps.append(step)
                 result.train_loss.append(float(np.mean(losses)) if losses else vl)
@@ -336,6 +374,8 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
         norms.append(grad_norm.item())
         optimizer.step()
         step += 1
+        if record:
+            record_ran(result.ran)
         if step <= sync_until:
             with torch.no_grad():
                 for p in raw.parameters():
@@ -358,6 +398,16 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
             raise RuntimeError("DDP replicas diverged: parameters differ between ranks after training")
     result.model = raw
     return result
+
+
+def record_ran(ran):
+    """Add one step to ran ({slot: {impl: steps}}) from int4lab.last_ran(): every slot a step of
+    an INT4 model calls is called the same way throughout the step. Exact in a fresh process
+    (`int4lab train`); in a session, a slot that ran before training and not during it would
+    show its old entry too."""
+    for slot, impl in last_ran().items():
+        counts = ran.setdefault(slot, {})
+        counts[impl] = counts.get(impl, 0) + 1
 
 
 def save_checkpoint(path, state):
@@ -407,23 +457,165 @@ def plot_history(results, path=None):
 
 # ---------------------------------------------------------------- CLI
 
+# The INT4 operations an INT4 model calls (int4lab.ops, each a slot of the exercise registry)
+INT4_SLOTS = ("quantize_int4", "hadamard_quantize", "pack_int4", "unpack_int4", "int4_matmul", "bit_split",
+              "lss_gather")
+
+# Seconds per step of int4_hq_lss, measured with `int4lab train` on a 2-vCPU AMD EPYC VM (KVM,
+# shared with other jobs), 1 torch thread, 2026-11-29: "spec" with --impl spec at the task's
+# size; "full" and "small" with Triton's interpreter (--impl triton, the library's kernels; a
+# learner's solution is the same code and runs as fast; `--impl learner` with all seven unlocked:
+# 1.2 s a step, 40 s for the whole default run) at the task's size and at SMALL's.
+INTERPRETER_SECONDS_PER_STEP = {"text": {"spec": 0.28, "full": 100.0, "small": 1.2},
+                                "digits": {"spec": 0.11, "full": 47.0, "small": 1.9}}
+
+# How many torch threads CPU training uses unless told (--threads N, or OMP_NUM_THREADS): one.
+# A tester saw training 11-16x slower with 2 intra-op threads than with 1 on a loaded 2-core CPU.
+# Measured on the VM above, 2026-11-29: `int4lab train --steps 40 --recipes fp32 --threads N`,
+# seconds of training (the table's time column), two runs each:
+#                                                      1 thread      2 threads
+#   idle                                               1.2, 1.2      0.8, 0.8
+#   one CPU hog (`python -c "while True: pass" &`)     1.2, 1.3      2.5, 3.1
+#   two CPU hogs (both cores busy)                     2.1, 1.8     41.9, 45.3
+# One thread gives up a third on an idle machine and avoids a 2-20x loss on a busy one.
+CPU_THREADS = 1
+
+FORWARD_ABOUT = {"fp": "full-precision forward", "int8_row": "INT8 per-row forward",
+                 "int4_rtn": "INT4 per-tensor round-to-nearest forward",
+                 "int4_lsq": "INT4 forward with LSQ's learned scale",
+                 "int4_hq": "Hadamard quantizer (HQ) INT4 forward"}
+GRAD_ABOUT = {"fp": "full-precision dY", "int8_sr": "INT8 stochastic dY", "int4_rtn": "INT4 round-to-nearest dY",
+              "int4_sr": "INT4 stochastic dY", "bs_lss": "bit splitting + leverage score sampling for dY"}
+
+
+def recipe_about(name):
+    """One line about a recipe: its own description if it has one, else what its fields say."""
+    r = RECIPES[name]
+    about = getattr(r, "description", None) or getattr(r, "about", None)
+    if about:
+        return str(about).strip().splitlines()[0]
+    if r.forward == "fp" and r.grad == "fp":
+        return "no quantization: the baseline"
+    return f"{FORWARD_ABOUT.get(r.forward, r.forward)}; {GRAD_ABOUT.get(r.grad, r.grad)}"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every default shown (written out in the help where it is not a plain value), and the
+    epilog's recipe list kept one per line."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or "") or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="int4lab train", description=
-        "Train the small GPT (text) or ViT (digits) under several recipes and compare them.")
-    p.add_argument("--task", choices=TASKS, default="text")
-    p.add_argument("--recipes", default=DEFAULT_RECIPES,
-                   help=f"comma-separated recipe names, or 'all' (default {DEFAULT_RECIPES})")
-    p.add_argument("--steps", type=int, help="training steps (default: the task's, see TASK_DEFAULTS)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    steps = ", ".join(f"{t} {TASK_DEFAULTS[t]['steps']}" for t in TASKS)
+    small = ", ".join(f"{t} {SMALL[t]['steps']}" for t in TASKS)
+    width = max(map(len, recipe_names()))
+    recipes = "\n".join(f"  {name:{width}}  {recipe_about(name)}" for name in recipe_names())
+    p = argparse.ArgumentParser(
+        prog="int4lab train", formatter_class=_HelpFormatter,
+        description="Train the small GPT (text) or ViT (digits) under several recipes and compare them.",
+        epilog=f"recipes (--recipes):\n{recipes}\n\n"
+               "With Triton's interpreter running the INT4 operations (--impl learner or triton on a CPU), "
+               "--size auto\npicks the small size: about a minute per INT4 recipe instead of hours.")
+    p.add_argument("--task", choices=TASKS, default="text", help="text (tiny GPT) or digits (tiny ViT)")
+    p.add_argument("--recipes", default=DEFAULT_RECIPES, help="comma-separated recipe names (below), or 'all'")
+    p.add_argument("--steps", type=int,
+                   help=f"training steps (default: the task's: {steps}; at the small size: {small})")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when there is one)")
     p.add_argument("--impl", choices=["spec", "triton", "learner"],
-                   help="which implementation the INT4 ops run (default: leave as is)")
-    p.add_argument("--out", default="runs/latest", help="results, plot and checkpoints (default runs/latest)")
+                   help="which implementation the INT4 ops run (default: leave as is: INT4LAB_IMPL, else auto)")
+    p.add_argument("--size", choices=SIZES, default="auto",
+                   help="full: the task's model, batch and steps; small: a model, batch and evaluation small "
+                        "enough for Triton's interpreter; auto: small when the INT4 ops run in the interpreter")
+    p.add_argument("--threads", type=int,
+                   help=f"torch threads (default: on a CPU {CPU_THREADS} unless OMP_NUM_THREADS is set; "
+                        "else torch's)")
+    p.add_argument("--out", default="runs/latest", help="results, plot and checkpoints")
     p.add_argument("--nproc", type=int, default=1,
                    help="processes for DDP via torchrun (gloo on CPU, nccl on GPU)")
     p.add_argument("--resume", action="store_true", help="continue interrupted runs from --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
+
+
+def interpreted(recipes, device):
+    """{slot: impl} of the INT4 operations that would run as Triton code in Triton's interpreter
+    (a learner's kernel or the library's) during this run; {} when none would (a GPU, the spec,
+    or recipes without INT4 operations)."""
+    if device != "cpu" or not runtime.INTERPRET or not any(get_recipe(r).int4_forward for r in recipes):
+        return {}
+    slots = {slot: resolve(slot)[0] for slot in INT4_SLOTS}
+    return {slot: impl for slot, impl in slots.items() if impl != "spec"}
+
+
+def _minutes(seconds):
+    return f"{seconds / 3600:.0f} h" if seconds >= 5400 else f"{max(1, round(seconds / 60))} min"
+
+
+def size_notice(task, size, steps, n_int4, explicit_steps, learner=True):
+    """(line for stdout, warning for stderr or None): why this size, and how long it will take."""
+    seconds = INTERPRETER_SECONDS_PER_STEP[task]
+    per_step = seconds[size]
+    total = _minutes(per_step * steps * n_int4)
+    slower = round(seconds["full"] / seconds["spec"], -1)
+    why = (f"int4lab train: Triton's interpreter runs the kernels on the CPU, ~{slower:.0f}x slower than the "
+           "spec at the task's size: ")
+    whose = "your" if learner else "the library's"
+    if size == "small":
+        c = SMALL[task]
+        shape = (f"batch {c['batch_size']} x {c['block_size']} characters" if task == "text"
+                 else f"batch {c['batch_size']} images")
+        line = why + (f"a smaller run ({steps} steps, {shape}, {c['n_layer']} layer of width {c['n_embd']}, "
+                      f"about {total} in all) that shows {whose} kernels training; --size full for the task's "
+                      "size, --impl spec for PyTorch's.")
+    else:
+        line = why + f"the full size, as asked (--size full): about {total} in all."
+    warning = None
+    if explicit_steps or size == "full":
+        warning = (f"int4lab train: warning: {steps} steps at the {size} size in the interpreter: expect about "
+                   f"{total} ({n_int4} INT4 recipe{'s' if n_int4 > 1 else ''}, ~{per_step:g} s a step measured "
+                   "on a 2-core CPU)")
+    return line, warning
+
+
+IMPL_ABOUT = {"learner": "your kernel", "triton": "the library's Triton kernel", "spec": "the PyTorch spec"}
+
+
+def format_ran(results):
+    """Which implementation ran each INT4 operation, over every recipe of the run."""
+    total = {}
+    for r in results:
+        for slot, counts in r.ran.items():
+            for impl, n in counts.items():
+                total.setdefault(slot, {}).setdefault(impl, 0)
+                total[slot][impl] += n
+    if not total:
+        return ""
+    width = max(map(len, total))
+    lines = ["what ran the INT4 operations during training (int4lab.last_ran, per step):"]
+    for slot in sorted(total):
+        parts = [f"{impl} ({IMPL_ABOUT.get(impl, impl)}) {n} step{'s' if n > 1 else ''}"
+                 for impl, n in sorted(total[slot].items(), key=lambda kv: -kv[1])]
+        lines.append(f"  {slot:{width}}  " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+RESUME_FLAGS = {"task": "--task", "steps": "--steps", "seed": "--seed", "nproc": "--nproc"}
+
+
+def resume_fix(e, args):
+    """What to do about a ResumeMismatch, in a few words: the flags that resume the saved run,
+    or a fresh start."""
+    same = [f"{RESUME_FLAGS[k]} {old}" for k, old, _ in e.changed if k in RESUME_FLAGS]
+    if any(k not in RESUME_FLAGS for k, _, _ in e.changed):
+        same.append("the same --size")
+    keep = f"resume with the settings it was saved with ({' '.join(same)})" if same else \
+        "resume with the settings it was saved with"
+    return f"{keep}, or start afresh: drop --resume, or pick another --out than {args.out}"
 
 
 def main(argv=None):
@@ -435,6 +627,12 @@ def main(argv=None):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={args.nproc}", "-m", "int4lab.training.loop", "--", *argv]
         return subprocess.call(cmd)
+    first = int(os.environ.get("RANK", "0")) == 0
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    elif device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(CPU_THREADS)
     if args.impl:
         os.environ["INT4LAB_IMPL"] = args.impl  # read by int4lab.exercises.registry when it is imported
         use(args.impl)
@@ -444,17 +642,35 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"int4lab train: unknown recipe(s) {', '.join(unknown)}; available: "
                          f"{', '.join(recipe_names())} (quantized recipes need int4lab.layers)")
+    slow = interpreted(recipes, device)
+    size = args.size if args.size != "auto" else ("small" if slow else "full")
+    steps = args.steps or config_for(args.task, size).steps
+    if slow and first:
+        line, warning = size_notice(args.task, size, steps, sum(get_recipe(r).int4_forward for r in recipes),
+                                    explicit_steps=bool(args.steps), learner="learner" in slow.values())
+        print(line, flush=True)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
     results = []
-    for recipe in recipes:
-        steps = {"steps": args.steps} if args.steps else {}
-        cfg = config_for(args.task, recipe=recipe, seed=args.seed, device=args.device, out_dir=args.out,
-                         resume=args.resume, progress=not args.no_progress, **steps)
-        results.append(train(cfg))
+    try:
+        for recipe in recipes:
+            cfg = config_for(args.task, size, recipe=recipe, seed=args.seed, device=args.device, out_dir=args.out,
+                             resume=args.resume, progress=not args.no_progress, steps=steps)
+            results.append(train(cfg))
+    except ResumeMismatch as e:
+        if first:
+            print(f"int4lab train: {e}; {resume_fix(e, args)}", file=sys.stderr)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        return 2
     rank, _ = dist_info()
     if rank == 0:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         print(format_table(results))
+        ran = format_ran(results)
+        if ran:
+            print(ran)
         (out / "results.json").write_text(json.dumps([r.to_dict() for r in results], indent=1))
         plot_history(results, out / "loss_curves.png")
         print(f"wrote {out / 'results.json'} and {out / 'loss_curves.png'}")

@@ -265,13 +265,19 @@ def vector_add_kernel(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):
     pass
 
 
-def vector_add(x, y, BLOCK=1024):
-    """out = x + y, for two float tensors of the same shape and dtype."""
-    # TODO 1: make x and y contiguous; allocate out = torch.empty_like(x).
+def vector_add(x: torch.Tensor, y: torch.Tensor, BLOCK: int = 1024) -> torch.Tensor:
+    """out = x + y, for two float tensors of the same shape and dtype: check, flatten, launch one
+    program per BLOCK elements."""
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.dtype != y.dtype or not x.is_floating_point():
+        raise TypeError(f"x and y must share one float dtype, got {x.dtype} and {y.dtype}")
+    # TODO 1: make x and y contiguous (a transposed view's memory is not in row order, and the
+    #         kernel walks both as flat arrays); allocate out = torch.empty_like(x).
     # TODO 2: n = out.numel(); when n == 0 there is nothing to launch: return out.
     # TODO 3: launch vector_add_kernel on a grid of (triton.cdiv(n, BLOCK),) programs,
     #         passing BLOCK=BLOCK; then return out.
-    raise NotImplementedError("vector_add: fill in the kernel and the launcher above")
+    raise NotImplementedError("vector_add: replace this line with the code its TODOs ask for")
 
 
 # %%
@@ -279,8 +285,9 @@ report = int4lab.unlock("vector_add")
 
 # %% [markdown]
 # `unlock` ran your function on several sizes (1 element, 1000, 4099: the last two are not
-# multiples of any power-of-two block) and compared it with the spec, `x + y`. Hidden checks
-# add more sizes, such as an empty tensor. Whatever happened, the next cell works: it runs
+# multiples of any power-of-two block; 0, an empty tensor, where nothing may be launched) and on
+# a transposed view whose memory is not in row order, and compared it with the spec, `x + y`.
+# (A grader's hidden checks add a larger size.) Whatever happened, the next cell works: it runs
 # whichever implementation is active and says which.
 
 # %%

@@ -235,8 +235,11 @@ print("unpacked:", int4lab.unpack_int4(p).tolist(), "| ran:", int4lab.last_ran("
 # - **pack:** each program owns `BLOCK` output bytes `offs`. It loads the even inputs at
 #   `2·offs` and the odd ones at `2·offs + 1` (two strided loads, like `take_even_kernel` in
 #   lesson 00), keeps the low 4 bits of each, shifts the odd one up and ORs them. Convert to
-#   `tl.int32` *before* `& 0xF` and `<< 4`: a nibble shifted left reaches 240, beyond int8.
-#   Store as `tl.uint8`.
+#   `tl.int32` *before* `& 0xF` and `<< 4`, so that every intermediate holds its true value: a
+#   nibble shifted left reaches 240, beyond int8, where `15 << 4` wraps to −16. (Here the wrap
+#   happens to be harmless: the low 8 bits, which the final `tl.uint8` store keeps, are the same,
+#   so the checks cannot tell the two apart. It is not harmless the moment you compare or add
+#   such a value, and the cell below shows it.) Store as `tl.uint8`.
 # - **unpack:** each program owns `BLOCK` input bytes. It loads them (as int32), splits the two
 #   nibbles, sign-extends each (`tl.where(n >= 8, n - 16, n)`), and writes them with two
 #   strided stores to `2·offs` and `2·offs + 1` as `tl.int8`.
@@ -247,11 +250,20 @@ print("unpacked:", int4lab.unpack_int4(p).tolist(), "| ran:", int4lab.last_ran("
 # The library's kernels (`kernels/pack_int4.py`, `kernels/unpack_int4.py`) follow this plan;
 # `int4lab.reveal("pack_int4")` prints one if you are stuck (and records it as revealed).
 
+# %%
+# int8 wraps where int32 does not (torch shifts the same way Triton does)
+nib = torch.tensor([15], dtype=torch.int8)
+print("15 << 4 in int8: ", int(nib << 4), "  its 8 bits as a byte:", int((nib << 4).view(torch.uint8)))
+print("15 << 4 in int32:", int(nib.to(torch.int32) << 4))
+print("is it above 127?  int8 says", bool((nib << 4) > 127), "  int32 says", bool((nib.to(torch.int32) << 4) > 127))
+
 # %% tags=["exercise"] int4lab={"slot": "pack_int4"}
 # %%exercise pack_int4
 import torch
 import triton
 import triton.language as tl
+
+from int4lab.spec.packing import validate_pack
 
 
 @triton.jit
@@ -265,13 +277,15 @@ def pack_int4_kernel(q_ptr, p_ptr, n_bytes, BLOCK: tl.constexpr):
     pass
 
 
-def pack_int4(q, BLOCK=1024):
-    """(..., K) int8 in [-8, 7], K even -> (..., K/2) uint8: q[..., 2j] low nibble, q[..., 2j+1] high."""
+def pack_int4(q: torch.Tensor, BLOCK: int = 1024) -> torch.Tensor:
+    """(..., K) int8 in [-8, 7], K even -> (..., K/2) uint8: q[..., 2j] low nibble, q[..., 2j+1]
+    high. Validates, flattens, launches one program per BLOCK output bytes."""
+    validate_pack(q)
     # TODO 1: q = q.contiguous(), so that its memory is one flat array in order.
     # TODO 2: allocate p: shape (*q.shape[:-1], q.shape[-1] // 2), dtype torch.uint8, on q.device.
     # TODO 3: n_bytes = p.numel(); when it is 0, return p (a grid of 0 programs is an error).
     # TODO 4: launch pack_int4_kernel on (triton.cdiv(n_bytes, BLOCK),) programs; return p.
-    raise NotImplementedError("pack_int4: fill in the kernel and the launcher above")
+    raise NotImplementedError("pack_int4: replace this line with the code its TODOs ask for")
 
 
 # %%
@@ -282,6 +296,8 @@ report = int4lab.unlock("pack_int4")
 import torch
 import triton
 import triton.language as tl
+
+from int4lab.spec.packing import validate_unpack
 
 
 @triton.jit
@@ -295,13 +311,15 @@ def unpack_int4_kernel(p_ptr, q_ptr, n_bytes, BLOCK: tl.constexpr):
     pass
 
 
-def unpack_int4(p, BLOCK=1024):
-    """(..., K/2) uint8 -> (..., K) int8, each nibble sign-extended; the inverse of pack_int4."""
+def unpack_int4(p: torch.Tensor, BLOCK: int = 1024) -> torch.Tensor:
+    """(..., K/2) uint8 -> (..., K) int8, each nibble sign-extended; the inverse of pack_int4.
+    Validates, flattens, launches one program per BLOCK input bytes."""
+    validate_unpack(p)
     # TODO 1: p = p.contiguous().
     # TODO 2: allocate q: shape (*p.shape[:-1], 2 * p.shape[-1]), dtype torch.int8, on p.device.
     # TODO 3: n_bytes = p.numel(); when it is 0, return q.
     # TODO 4: launch unpack_int4_kernel on (triton.cdiv(n_bytes, BLOCK),) programs; return q.
-    raise NotImplementedError("unpack_int4: fill in the kernel and the launcher above")
+    raise NotImplementedError("unpack_int4: replace this line with the code its TODOs ask for")
 
 
 # %%
@@ -374,7 +392,10 @@ int4lab.progress();
 #    (and a row could not be packed on its own anyway, which is why the contract requires an
 #    even last dimension).
 # 3. After `& 0xF` a nibble is 0…15; shifted left by 4 it is up to 240, which does not fit in
-#    int8 (at most 127). In int32 there is room; the final `.to(tl.uint8)` keeps the 8 bits.
+#    int8 (at most 127): in int8 it wraps (240 becomes −16). In int32 every step holds its true
+#    value. For the stored byte it makes no difference (the wrapped int8 has the same 8 bits, and
+#    `.to(tl.uint8)` keeps exactly those), which is why no check can catch it; it matters as
+#    soon as the value is used as a number (compared, added, scaled), as in the cell above.
 # 4. Sign extension: a nibble `n >= 8` stands for `n - 16`.
 # 5. 16,777,216 bytes as int8 codes, 8,388,608 packed. A memory-bound kernel's time is roughly
 #    bytes moved / bandwidth, so reading packed operands takes about half the time.

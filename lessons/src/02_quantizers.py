@@ -244,70 +244,167 @@ for step in range(5):
 #   distribution (unbiased, right spread), not bit for bit;
 # - packing as `pack_int4`: code `2j` in the low nibble of byte `j`, code `2j+1` in the high one.
 #
-# **A plan.** See `x` as `R = x.numel() / K` rows of `K`. A *group* is a row (`L = K` values)
-# or a block (`L = block_size` values); groups are contiguous, `nb` per row. Run **one program
-# per group**. Like `pack_int4`, load the group as pairs: the even elements and the odd elements
-# with two strided loads, so codes `2j` and `2j+1` sit side by side and packing is one OR. The
-# max of a group is `tl.max` over both halves. A per-tensor max needs the whole tensor, which no
-# single program sees: compute it with torch in the launcher (`s = max|x| / 7`, the same fp32
-# division as the spec) and pass it to the kernel like a given scale.
+# **The plan: a tile of groups per program.** See `x` as `R = x.numel() / K` rows of `K`
+# (`x.reshape(R, K)`, a view whenever possible: the kernel takes its strides, so a transposed
+# `x` needs no copy). A *group* is a row (`L = K` values) or a block (`L = block_size` values);
+# there are `nb` per row, `R · nb` in all, numbered row by row. Each program takes **`BLOCK_G`
+# groups as one 2-D tile**: tile row `i` is group `g[i]`, tile column `j` is its pair `j`. Like
+# `pack_int4`, it loads the even elements and the odd elements with two strided loads, so codes
+# `2j` and `2j+1` sit at the same tile position and packing is one OR. A group's max is
+# `tl.max(..., axis=1)` over both halves. Several groups per program (up to `TILE = 4096` values)
+# means fewer, bigger programs: the interpreter runs them much faster, and x is still read once.
+#
+# A per-tensor max needs the whole tensor, which no single program sees. So the launcher
+# computes it with torch first (`s = max|x| / 7`, the same fp32 division as the spec) and hands
+# it to the kernel like a given `scale`: two passes. With a given scale the kernel reduces
+# nothing, so for `"tensor"` the rows are cut into chunks of at most `TILE` values.
+#
+# **Given and yours.** The stub gives the tile's index set-up (groups, `int64` rows, columns,
+# masks, pointers), and in the launcher the validation and the per-tensor scale. You write the
+# heart: the loads, each group's scale, the division, the clamp, the rounding, the packing and
+# the stores; `round_stochastic`; and the launcher's shapes, groups, allocation, seed and launch.
+#
+# **Rounding to nearest is a given helper**, `round_half_to_even` from `int4lab.kernels.rounding`
+# (imported in the stub; read its five lines in `kernels/rounding.py`). Why a helper: `torch.round`
+# sends exact ties to the **even** neighbour, and the checks compare bytes exactly, so the obvious
+# `tl.floor(v + 0.5)` will not do. It rounds every tie up, which is wrong exactly when the tie's
+# floor `k` is even: 2.5 must give 2, not 3; −1.5 must give −2, not −1 (ties with `k` odd, such
+# as 1.5 or −2.5, come out right). The helper takes `f = floor(v)` and `d = v − f`, both exact in
+# fp32, and rounds up when `d > 0.5`, or when `d == 0.5` and `f` is odd.
+#
+# Stochastic rounding is yours: `round_stochastic(v, u)` returns `floor(v) + 1` when
+# `u < frac(v)`, else `floor(v)`. That is the law of `floor(v + u)`, without its fp32 trap: in
+# fp32, `2.0 + 0.99999997` is `3.0`, so the sum could push an integer `v` up.
 #
 # Two fine points: `tl.rand(seed, offsets)` needs a distinct offset per element (its flat index
 # will do), and on a GPU `a / b` in Triton is an approximate division: `tl.math.div_rn(a, b)` is
 # the correctly rounded one that the spec (torch) uses. In the interpreter both are exact.
-#
-# One program per group is the simplest plan, and correct. (The library's kernel gives each
-# program several groups as one 2-D tile: fewer, bigger programs, which the interpreter runs
-# faster; `int4lab.reveal("quantize_int4")` shows it once you are done.)
+# `int4lab.reveal("quantize_int4")` shows the library's solution once you are done.
 
 # %% tags=["exercise"] int4lab={"slot": "quantize_int4"}
 # %%exercise quantize_int4
+import math
+
 import torch
 import triton
 import triton.language as tl
 
+from int4lab.kernels.rounding import round_half_to_even
+from int4lab.spec.quantizers import QMAX, _as_scale, absmax_scale, validate_quantize_int4
+
+TILE = 4096          # values per program: few programs for the interpreter, few registers on a GPU
+
 
 @triton.jit
-def quantize_int4_kernel(x_ptr, p_ptr, s_ptr, given_ptr, K, L, nb, seed,
-                         HALF: tl.constexpr, GIVEN_SCALE: tl.constexpr,
+def round_stochastic(v, u):
+    """floor(v) + 1 with probability frac(v): the law of floor(v + u), u ~ U[0, 1), minus its fp32
+    rounding (in fp32, 2.0 + 0.99999997 is 3.0, so an integer v could round up)."""
+    # TODO: f = tl.floor(v); return f + 1.0 where u < v - f (the fractional part), f elsewhere
+    #       (tl.where).
+
+
+@triton.jit
+def group_tile(pid, x_ptr, p_ptr, n_groups, nb, L, K, stride_r, stride_c,
+               BLOCK_G: tl.constexpr, HALF: tl.constexpr):
+    """The index set-up of program pid's tile of BLOCK_G groups (given: the exercise follows it).
+
+    Group g is block g % nb of row g // nb: the L values from column (g % nb) * L on. Tile
+    position [i, j] is pair j of group g[i]: its even element at column col[i, j], its odd one at
+    col + 1. HALF is L / 2 rounded up to a power of two, so mask keeps real groups, pairs inside
+    their group and columns inside the row (a "tensor" chunk can run past K).
+    Returns g, g_ok (which groups exist) and row (int64), each (BLOCK_G,); col, mask, x_ptrs
+    (the even elements: the odd ones are at x_ptrs + stride_c) and p_ptrs (each pair's output
+    byte), each (BLOCK_G, HALF).
+    """
+    g = pid * BLOCK_G + tl.arange(0, BLOCK_G)        # the groups this program owns
+    j = tl.arange(0, HALF)                           # pair index inside a group
+    row = (g // nb).to(tl.int64)                     # int64: row * stride can pass 2**31
+    col = (g % nb)[:, None] * L + 2 * j[None, :]     # column of the even element of each pair
+    g_ok = g < n_groups
+    mask = g_ok[:, None] & (2 * j[None, :] < L) & (col < K)
+    x_ptrs = x_ptr + row[:, None] * stride_r + col * stride_c
+    p_ptrs = p_ptr + row[:, None] * (K // 2) + col // 2      # packed is (R, K/2), in order
+    return g, g_ok, row, col, mask, x_ptrs, p_ptrs
+
+
+@triton.jit
+def quantize_int4_kernel(x_ptr, p_ptr, s_ptr, given_ptr,
+                         n_groups, nb, L, K, stride_r, stride_c, seed,
+                         BLOCK_G: tl.constexpr, HALF: tl.constexpr, QP: tl.constexpr,
+                         GIVEN_SCALE: tl.constexpr, STORE_SCALES: tl.constexpr,
                          STOCHASTIC: tl.constexpr):
-    # One program per group. Group g is block b of row r: the L values x[r, b*L : (b+1)*L]
-    # of the contiguous (R, K) input (L = K and nb = 1 per row; L = block_size per block).
-    # TODO 1: g = tl.program_id(axis=0); r = g // nb; b = g % nb. The pair index
-    #         j = tl.arange(0, HALF): pair j is columns b*L + 2j (even) and b*L + 2j + 1 (odd).
-    #         mask = 2 * j < L (HALF is L/2 rounded up to a power of two).
-    # TODO 2: load the even and the odd values of the group (masked, other=0.0) as float32.
-    # TODO 3: the scale s. With GIVEN_SCALE, load it from given_ptr (one value). Otherwise
-    #         s = max|x| of the group / 7 (tl.max of tl.abs over both halves; 1.0 when the max
-    #         is 0). Store s at s_ptr + g.
-    # TODO 4: v = x / s, clamped to [-7, 7]. Then round: with STOCHASTIC, floor(v + u) where
-    #         u = tl.rand(seed, offsets), offsets distinct per element (e.g. r * K + column);
-    #         else round half to EVEN like torch.round. (floor(v + 0.5) rounds every tie up,
-    #         which is wrong exactly when the tie's floor k is even: 2.5 must give 2, not 3;
-    #         -1.5 must give -2, not -1. Ties with k odd, such as 1.5 or -2.5, come out right.)
-    # TODO 5: pack: (even code & 0xF) | ((odd code & 0xF) << 4), computed in int32 and stored
-    #         as uint8 at p_ptr + r * (K // 2) + b * (L // 2) + j (masked).
+    # Given: the index set-up of this program's tile (group_tile, above).
+    g, g_ok, row, col, mask, x_ptrs, p_ptrs = group_tile(
+        tl.program_id(axis=0), x_ptr, p_ptr, n_groups, nb, L, K, stride_r, stride_c, BLOCK_G, HALF)
+
+    # TODO 1: load the even elements (x_ptrs) and the odd ones (x_ptrs + stride_c), masked with
+    #         other=0.0, and convert both to tl.float32: x_even, x_odd, each (BLOCK_G, HALF).
+    # TODO 2: s, one scale per group, shape (BLOCK_G,).
+    #         - GIVEN_SCALE: every group reads the one value at given_ptr:
+    #           s = tl.load(given_ptr + 0 * g, mask=g_ok, other=1.0).
+    #         - else: amax = the larger of tl.max(tl.abs(x_even), axis=1) and
+    #           tl.max(tl.abs(x_odd), axis=1) (tl.maximum); s = tl.math.div_rn(amax, QP * 1.0)
+    #           (the correctly rounded division), or 1.0 where amax is 0 (tl.where(amax > 0.0, ...)).
+    #         Then, if STORE_SCALES, store s at s_ptr + g (mask g_ok).
     pass
+    # TODO 3: v_even = tl.math.div_rn(x_even, s[:, None]) (not `/`: approximate on a GPU), the
+    #         same for v_odd; then clamp both to [-QP, QP]:
+    #         tl.minimum(tl.maximum(v, -QP * 1.0), QP * 1.0).
+    # TODO 4: round v_even and v_odd.
+    #         - STOCHASTIC: each element draws its own uniform u from tl.rand(seed, offsets), with
+    #           its flat index as offset: flat = row[:, None].to(tl.int32) * K + col for the even
+    #           elements, flat + 1 for the odd ones; then round_stochastic(v, u) (above).
+    #         - else: round_half_to_even(v), the given helper (imported above), torch.round's rule.
+    pass
+    # TODO 5: pack: lo = v_even.to(tl.int32) & 0xF (two's complement nibble: -1 -> 0xF),
+    #         hi = the same for v_odd; store (lo | (hi << 4)).to(tl.uint8) at p_ptrs (mask).
+
+
+def given_scale(x, granularity, scale):
+    """The one scale of every group, when there is one (the kernel's GIVEN_SCALE), as a 0-dim
+    fp32 tensor on x's device: the `scale` argument; else for "tensor" the per-tensor scale
+    max|x| / 7, which needs the max of the whole tensor before any code can be written (pass 1
+    of 2); else None (each group finds its own scale in the kernel)."""
+    if scale is not None:
+        return _as_scale(scale).to(x.device)
+    if granularity != "tensor":
+        return None
+    # the global max|x|, then the spec's own max / 7 (exact: the same fp32 ops)
+    if x.numel():
+        lo, hi = torch.aminmax(x)
+        amax = torch.maximum(-lo, hi).float()
+    else:
+        amax = torch.zeros((), device=x.device)
+    return absmax_scale(amax, QMAX[4])
 
 
 def quantize_int4(x, granularity="row", block_size=32, rounding="nearest", seed=None, scale=None):
-    """x (..., K) float -> (packed (..., K/2) uint8, fp32 scales), as quantize_int4_spec."""
-    # TODO 1: K = x.shape[-1]; R = x.shape[:-1].numel() (the number of rows, also when K is 0);
-    #         x2 = x.reshape(R, K).float().contiguous().
-    #         Groups: L = K, nb = 1 for "row" and "tensor"; L = block_size, nb = K // block_size
-    #         for "block".
-    # TODO 2: a given scale as a 1-element fp32 tensor: float(scale) if scale is not None; for
-    #         "tensor" without one, s = x2.abs().amax() / 7 with torch (1.0 when that max is 0
-    #         or x is empty).
-    # TODO 3: allocate packed = torch.empty(x.shape[:-1] + (K // 2,), dtype=torch.uint8) and
-    #         scales = torch.ones(R * nb, dtype=torch.float32) (on x.device). For stochastic
-    #         rounding with seed None, draw one: int(torch.randint(0, 2**31 - 1, ())).
-    # TODO 4: when R * nb > 0 and K > 0, launch quantize_int4_kernel on R * nb programs with
-    #         HALF = triton.next_power_of_2(L) // 2 (pass the scales as given_ptr too when there
-    #         is no given scale: it is then never read).
-    # TODO 5: return packed and the scales in the spec's shape: the 0-dim given scale for
-    #         "tensor", scales.reshape(x.shape[:-1] + (nb,)) otherwise.
-    raise NotImplementedError("quantize_int4: fill in the kernel and the launcher above")
+    """x (..., K) float -> (packed (..., K/2) uint8, fp32 scales), as quantize_int4_spec:
+    validate, choose the groups, launch one program per BLOCK_G groups."""
+    validate_quantize_int4(x, granularity, block_size, rounding, seed, scale)   # the spec's checks
+    # TODO 1: given = given_scale(x, granularity, scale) (above: a 0-dim tensor or None).
+    #         K = x.shape[-1], lead = tuple(x.shape[:-1]), R = math.prod(lead) rows (also right
+    #         when K is 0); x2 = x.reshape(R, K): a view whenever possible, no copy (the kernel
+    #         takes its strides, so a transposed x is fine).
+    # TODO 2: the groups, nb per row of L values each:
+    #         - "row": L = K, nb = 1;  "block": L = block_size, nb = K // block_size;
+    #         - "tensor": the kernel reduces nothing (its scale is given), so cut rows into chunks:
+    #           L = min(triton.next_power_of_2(max(K, 2)), TILE), nb = triton.cdiv(K, L).
+    # TODO 3: allocate packed = torch.empty(lead + (K // 2,), dtype=torch.uint8) and the scales:
+    #         given.clone() (0-dim) for "tensor", else torch.empty(lead + (nb,), dtype=torch.float32)
+    #         (both on x.device). If x is empty, nothing to launch: for "row" and "block" fill the
+    #         scales with 1.0, or float(given) when there is a given scale; return packed, scales.
+    # TODO 4: the seed: with rounding="stochastic" and seed None, draw a fresh one,
+    #         int(torch.randint(0, 2**31 - 1, ()).item()); the kernel gets int(seed) & (2**63 - 1)
+    #         for stochastic rounding (a non-negative int64), 0 for nearest.
+    # TODO 5: n_groups = R * nb; LP = triton.next_power_of_2(L); BLOCK_G = max(1, min(TILE // LP,
+    #         triton.next_power_of_2(n_groups))) groups per program (at most TILE values each).
+    #         Launch quantize_int4_kernel on (triton.cdiv(n_groups, BLOCK_G),) programs with
+    #         x2, packed, scales, given (or scales when given is None: never read then), n_groups,
+    #         nb, L, K, x2.stride(0), x2.stride(1), seed, BLOCK_G=BLOCK_G, HALF=LP // 2, QP=QMAX[4],
+    #         GIVEN_SCALE=given is not None, STORE_SCALES=granularity != "tensor",
+    #         STOCHASTIC=rounding == "stochastic". Return packed, scales.
+    raise NotImplementedError("quantize_int4: replace this line with the code its TODOs ask for")
 
 
 # %%
@@ -379,8 +476,8 @@ int4lab.progress();
 #    stochastic rounding give, with which probabilities, and what is its mean and variance?
 # 4. In LSQ, why does a clipped value contribute `±Q_P` to `∂x̂/∂s` but nothing to `∂x̂/∂x`?
 # 5. Why does the LSQ gradient of `s` get multiplied by `1/√(numel · Q_P)`?
-# 6. Your kernel uses `tl.floor(v + 0.5)`. Which values of `v` does it get wrong, and how would
-#    `unlock` notice?
+# 6. Suppose your kernel rounded with `tl.floor(v + 0.5)` instead of `round_half_to_even`.
+#    Which values of `v` would it get wrong, and how would `unlock` notice?
 
 # %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answers**
@@ -413,7 +510,7 @@ int4lab.progress();
 #   unbiased with variance `f(1 − f)`. Forward: RTN; gradients: SR.
 # - LSQ learns the scale: init `2·mean|x|/√Q_P`, the STE with the clipping mask, a step-size
 #   gradient scaled by `1/√(numel · Q_P)`.
-# - `quantize_int4` quantizes and packs in one pass, one program per group.
+# - `quantize_int4` quantizes and packs in one pass, one program per tile of whole groups.
 #
 # **Next: lesson 03, the INT4 GEMM.** Multiply two packed INT4 matrices with integer dot
 # products, exactly, on tensor cores that have no INT4 mode.

@@ -269,8 +269,9 @@ l04.ablation_figure()
 # codes once, a quarter of the bytes of an fp16 `XH`.
 #
 # **The plan** (the library's kernel follows it; `int4lab.reveal("hadamard_quantize")` prints it):
-# - One program owns `BLOCK_R` **whole rows**, loaded as a `(BLOCK_R, KP)` fp32 tile (`KP` = `K`
-#   rounded up to a power of two, masked loads with `other=0.0`).
+# - One program owns `BLOCK_R` **whole rows**, loaded as a `(BLOCK_R, KP)` tile (`KP` = `K`
+#   rounded up to a power of two, masked loads with `other=0.0`, row offsets in `int64`), kept in
+#   the input's dtype and converted to fp32 for the dot.
 # - **The rotation is one `tl.dot`.** Reshape the tile to `(BLOCK_R·KP/block, block)`: each row
 #   of that view is one Hadamard block, so `tl.dot(view, H)` rotates them all. `H` is built by
 #   the launcher (`hadamard_matrix(block_size)`), passed as a pointer, loaded once per program.
@@ -283,8 +284,16 @@ l04.ablation_figure()
 # - **Per tensor** with no given scale needs the max over all rows, which no program sees: two
 #   launches, the first storing only each row's `max|xH|`, then torch takes the max and divides
 #   by 7, then the second quantizes with it.
-# - Quantize as in lesson 02 (`tl.math.div_rn`, clamp, round half to even), then pack as in
-#   lesson 01: `tl.split(tl.reshape(v, (BLOCK_R, KP/2, 2)))` gives codes `2j` and `2j+1`.
+# - Quantize as in lesson 02 (`tl.math.div_rn`, clamp, then round half to even with the given
+#   helper `round_half_to_even`, imported from `int4lab.kernels.rounding` as there), then pack as
+#   in lesson 01: `tl.split(tl.reshape(v, (BLOCK_R, KP/2, 2)))` gives codes `2j` and `2j+1`.
+#
+# **Given and yours.** The cell below gives the module's constants, the kernel's signature and
+# its `if AMAX_ONLY: … else: …` frame, and in the launcher the validation, `H`, `KP`, `BLOCK_R`,
+# the grid and `launch(out_scales, gran, amax_only)`, which runs the kernel once over all rows.
+# You write the kernel's body, TODO 1 to 9 (the tile, `H`, the dot, pass 1's row maxima, the
+# three kinds of scale, the clamp, the rounding and the packing), and in the launcher the
+# outputs with the empty case (TODO 1 and 2) and the one or two launches (TODO 3 and 4).
 #
 # Your kernel's sums run in another order than torch's matmul, so `xH` may differ from the spec's
 # in the last bit: the checks allow a code to differ by 1 only where `xH/s` is within float
@@ -298,61 +307,132 @@ import torch
 import triton
 import triton.language as tl
 
-from int4lab.spec.hadamard import hadamard_matrix
-from int4lab.spec.quantizers import absmax_scale
+from int4lab.kernels.rounding import round_half_to_even
+from int4lab.spec.hadamard import hadamard_matrix, validate_hadamard_quantize
+from int4lab.spec.quantizers import QMAX, _as_scale, absmax_scale
 
-
-@triton.jit
-def round_half_to_even(v):
-    """torch.round: round to nearest, exact ties to the even neighbour (this stub gives it to
-    you; you wrote one in lesson 02)."""
-    f = tl.floor(v)
-    d = v - f
-    f_is_odd = (f - 2.0 * tl.floor(f * 0.5)) != 0.0
-    return tl.where((d > 0.5) | ((d == 0.5) & f_is_odd), f + 1.0, f)
+BLOCK_SIZES = (16, 32, 64, 128)
+QBLOCK = 32          # the spec's quantization block for granularity "block"
+TILE = 4096          # values per program
 
 
 @triton.jit
 def hadamard_quantize_kernel(x_ptr, h_ptr, p_ptr, s_ptr, given_ptr, R, K, stride_r, stride_c,
                              BLOCK_R: tl.constexpr, KP: tl.constexpr, BS: tl.constexpr,
-                             GRANULARITY: tl.constexpr, AMAX_ONLY: tl.constexpr):
-    # x: R rows of K values (strides stride_r, stride_c); h: the (BS, BS) fp32 Hadamard matrix;
-    # p: R rows of K // 2 packed bytes; s: where the scales go; given: a given per-tensor scale.
-    # GRANULARITY: 0 = a scale per row, 1 = a scale per 32 rotated values, 2 = the given scale.
-    # AMAX_ONLY: store only each row's max|x H| at s_ptr + row (pass 1 of a per-tensor scale).
-    # TODO 1: this program's BLOCK_R rows and the KP columns; a mask (row < R and column < K);
-    #         load the (BLOCK_R, KP) tile with the strides (other=0.0) and convert it to fp32.
-    # TODO 2: load H (row-major, BS x BS).
-    # TODO 3: rotate: tl.reshape the tile to (BLOCK_R * KP // BS, BS), tl.dot it with H
-    #         (input_precision="ieee"), reshape back to (BLOCK_R, KP). The spec rotates in x's
-    #         dtype: round y to x's dtype and back to fp32 (a no-op for fp32 input).
-    # TODO 4: if AMAX_ONLY: store max|y| of each row (masked), and do nothing else (use else:).
-    # TODO 5: the scales: per row, s = max|y| / 7 (tl.math.div_rn), 1.0 where the max is 0;
-    #         per 32 values, the same on a (BLOCK_R, KP // 32, 32) view of y; or load the given
-    #         scale (every row reads given_ptr). Store the scales you computed (masked).
-    # TODO 6: v = y / s (tl.math.div_rn), clamp to [-7, 7], round_half_to_even.
-    # TODO 7: even, odd = tl.split(tl.reshape(v.to(tl.int32), (BLOCK_R, KP // 2, 2)));
-    #         byte = (even & 0xF) | ((odd & 0xF) << 4); store it as tl.uint8 at
-    #         p_ptr + row * (K // 2) + j, masked (row < R, j < K // 2).
-    pass
+                             QB: tl.constexpr, QP: tl.constexpr, GRANULARITY: tl.constexpr,
+                             AMAX_ONLY: tl.constexpr):
+    # x: R rows of K values (row stride stride_r, column stride stride_c), any float dtype;
+    # h: the (BS, BS) fp32 Hadamard matrix, row-major; p: R rows of K // 2 packed bytes;
+    # s: where the scales go; given: the given per-tensor scale (read only when GRANULARITY is 2).
+    # KP: K rounded up to a power of two. QB: values per scale for GRANULARITY 1 (32). QP: the
+    # largest code (7).
+    # GRANULARITY: 0 = a scale per row, 1 = a scale per QB values, 2 = the given scale.
+    # AMAX_ONLY: write only each row's max|y| (pass 1 of a dynamic per-tensor scale).
+    # TODO 1: this program's rows: rows = pid * BLOCK_R + tl.arange(0, BLOCK_R) (pid =
+    #         tl.program_id(axis=0)); cols = tl.arange(0, KP); row_ok = rows < R;
+    #         mask = row_ok[:, None] & (cols < K)[None, :]. rows64 = rows.to(tl.int64): every
+    #         offset that multiplies a row goes through rows64 (row * stride can pass 2**31).
+    #         Load the (BLOCK_R, KP) tile x from x_ptr + rows64[:, None] * stride_r
+    #         + cols[None, :] * stride_c, masked, other=0.0 (the padding stays 0 through the
+    #         rotation). Keep x in its own dtype: TODO 3 needs x.dtype.
+    # TODO 2: load H: hi = tl.arange(0, BS); h from h_ptr + hi[:, None] * BS + hi[None, :],
+    #         masked with (hi[:, None] < BS) & (hi[None, :] < BS) (always true, but every load is
+    #         masked).
+    # TODO 3: rotate every BS consecutive values of a row with ONE dot:
+    #         blocks = tl.reshape(x.to(tl.float32), (BLOCK_R * KP // BS, BS)) (each row of that
+    #         view is one Hadamard block), then y = tl.reshape(tl.dot(blocks, h,
+    #         input_precision="ieee"), (BLOCK_R, KP)) ("ieee": true fp32; a GPU's default, tf32,
+    #         keeps 10 mantissa bits). The spec's y is in x's dtype (fp16 in, fp16 y): round it,
+    #         y = y.to(x.dtype).to(tl.float32) (a no-op for fp32).
+
+    if AMAX_ONLY:
+        # TODO 4: pass 1 of a dynamic per-tensor scale: store each row's max|y|,
+        #         tl.max(tl.abs(y), axis=1), at s_ptr + rows (masked with row_ok), and nothing
+        #         else: this pass writes no codes.
+        pass
+    else:
+        # The scales s and v = y / s depend on GRANULARITY, a tl.constexpr: branch on it with
+        # `if GRANULARITY == 1: ... else:` and, inside that else, `if GRANULARITY == 0: ...
+        # else: ...` for 0 and 2 (only the branch taken is compiled). Every scale
+        # is max / 7 rounded as torch's: s = tl.where(amax > 0.0, tl.math.div_rn(amax, QP * 1.0),
+        # 1.0) (an all-zero group gets 1), and every division is tl.math.div_rn (Triton's `/` is
+        # approximate on GPUs).
+        # TODO 5: GRANULARITY 1, a scale per QB values, on a 3-D view of y:
+        #         y3 = tl.reshape(y, (BLOCK_R, KP // QB, QB)); amax = tl.max(tl.abs(y3), axis=2);
+        #         s as above. With qb = tl.arange(0, KP // QB), store s at
+        #         s_ptr + rows64[:, None] * (K // QB) + qb[None, :], masked with
+        #         row_ok[:, None] & (qb < K // QB)[None, :]. Divide each group by its scale:
+        #         v = tl.reshape(tl.math.div_rn(y3, s[:, :, None]), (BLOCK_R, KP)).
+        # TODO 6: GRANULARITY 0, a scale per row: amax = tl.max(tl.abs(y), axis=1); s as above;
+        #         store s at s_ptr + rows (masked with row_ok).
+        # TODO 7: GRANULARITY 2, the given scale: every row reads it, as a (BLOCK_R,) vector like
+        #         TODO 6's s: s = tl.load(given_ptr + 0 * rows, mask=row_ok, other=1.0).
+        #         For GRANULARITY 0 and 2: v = tl.math.div_rn(y, s[:, None]).
+        pass
+        # TODO 8: clamp v to [-QP, QP], then round ties to even with the given helper:
+        #         v = round_half_to_even(tl.minimum(tl.maximum(v, -QP * 1.0), QP * 1.0)).
+        # TODO 9: pack: even, odd = tl.split(tl.reshape(v.to(tl.int32), (BLOCK_R, KP // 2, 2)))
+        #         gives codes 2j and 2j+1 of each row. With j = tl.arange(0, KP // 2), store the
+        #         bytes ((even & 0xF) | ((odd & 0xF) << 4)).to(tl.uint8) at
+        #         p_ptr + rows64[:, None] * (K // 2) + j[None, :], masked with
+        #         row_ok[:, None] & (j < K // 2)[None, :].
+        pass
 
 
 def hadamard_quantize(x, block_size=32, granularity="row", scale=None):
-    """x (..., K) float -> (packed (..., K/2) uint8, fp32 scales): INT4 of x @ BlockDiag(H)."""
-    # TODO 1: R rows of K values: x2 = x.reshape(R, K). Allocate packed (*x.shape[:-1], K // 2)
-    #         uint8 and the fp32 scales: () for "tensor", (*x.shape[:-1], 1) for "row",
-    #         (*x.shape[:-1], K // 32) for "block".
-    # TODO 2: an empty x: fill the scales with 1.0 (or the given scale) and return.
-    # TODO 3: h = hadamard_matrix(block_size, device=x.device); KP = triton.next_power_of_2(K);
-    #         BLOCK_R rows per program: a power of two, a few thousand values per program
-    #         (Triton's only size rule for the dot is on K = block_size, 16 or more here);
-    #         grid = (triton.cdiv(R, BLOCK_R),).
-    # TODO 4: "tensor" with scale=None: launch with AMAX_ONLY into a buffer of R row maxima,
-    #         then scale = absmax_scale(buffer.max(), 7) (the spec's max / 7) and go on as with
-    #         a given scale.
-    # TODO 5: a given scale: every scale group gets it (scales.fill_ / copy_), GRANULARITY 2.
-    #         Otherwise GRANULARITY 0 ("row") or 1 ("block"). Launch and return (packed, scales).
-    raise NotImplementedError("hadamard_quantize: fill in the kernel and the launcher above")
+    """x (..., K) float -> (packed (..., K/2) uint8, fp32 scales): INT4 of x @ BlockDiag(H).
+    Validate, build H, launch one program per BLOCK_R rows (two launches for a dynamic
+    per-tensor scale)."""
+    validate_hadamard_quantize(x, block_size, granularity, scale)        # the spec's checks
+    if block_size not in BLOCK_SIZES:
+        raise ValueError(f"block_size {block_size} is not supported by this kernel; it takes "
+                         f"{', '.join(map(str, BLOCK_SIZES))}")
+    qmax = QMAX[4]
+    K, lead = x.shape[-1], tuple(x.shape[:-1])
+    R = math.prod(lead)
+    # TODO 1: x2 = x.reshape(R, K): R rows of K values (a view whenever possible; the kernel
+    #         takes its strides, so no copy). Allocate packed = torch.empty(lead + (K // 2,),
+    #         dtype=torch.uint8, device=x.device) and the fp32 scales on x.device, of shape
+    #         () for "tensor", lead + (1,) for "row", lead + (K // QBLOCK,) for "block".
+    #         given = None if scale is None, else _as_scale(scale).to(x.device) (a 0-dim fp32
+    #         tensor).
+    # TODO 2: an empty x (x.numel() == 0) has nothing to rotate: fill the scales with 1.0, or
+    #         with float(given) when a scale is given (as the spec does), and return
+    #         (packed, scales).
+    raise NotImplementedError("hadamard_quantize: replace this line with the code its TODOs ask for")
+
+    # Given: H, the padded row width KP, BLOCK_R rows per program, the grid, and launch().
+    h = hadamard_matrix(block_size, dtype=torch.float32, device=x.device)
+    KP = triton.next_power_of_2(K)
+    # BLOCK_R (a power of two): about TILE values per program, fewer rows when R is small, but
+    # never fewer than 16 rows in the dot (BLOCK_R * KP // block_size >= 16). Triton >= 3.6 does
+    # not require that: tl.dot's minimum shape (min_dot_size in triton/backends/nvidia/compiler.py)
+    # is on K only, here block_size, and small M and N are padded; older Triton asked 16 on
+    # every dimension. It only adds masked rows when R is tiny.
+    BLOCK_R = max(16 * block_size // KP, 1, min(TILE // KP, triton.next_power_of_2(R)))
+    grid = (triton.cdiv(R, BLOCK_R),)
+
+    def launch(out_scales, gran, amax_only):
+        """One pass over all R rows: codes into packed, scales (with amax_only, each row's
+        max|y|) into out_scales; gran is the kernel's GRANULARITY. `given` is read when launch
+        is called (with no given scale, out_scales stands in: GRANULARITY 2 is never used then).
+        8 warps: H (up to 128 x 128 fp32) and the tile share the registers."""
+        hadamard_quantize_kernel[grid](
+            x2, h, packed, out_scales, given if given is not None else out_scales,
+            R, K, x2.stride(0), x2.stride(1),
+            BLOCK_R=BLOCK_R, KP=KP, BS=block_size, QB=QBLOCK, QP=qmax,
+            GRANULARITY=gran, AMAX_ONLY=amax_only, num_warps=8)
+
+    # TODO 3: "tensor" with no given scale (given is None) needs max|y| over the whole tensor,
+    #         which no program sees: pass 1, row_max = torch.empty(R, dtype=torch.float32,
+    #         device=x.device) and launch(row_max, 0, True); then given = absmax_scale(
+    #         row_max.max(), qmax) (the spec's max / 7, 1 if all zero): from here on it is a
+    #         given scale.
+    # TODO 4: with a given scale (any granularity), every scale group gets it:
+    #         scales.copy_(given) (a 0-dim tensor fills every entry), then launch(scales, 2, False).
+    #         Otherwise launch(scales, 0, False) for "row", launch(scales, 1, False) for "block".
+    #         Return (packed, scales).
+    pass
 
 
 # %%

@@ -181,14 +181,19 @@ print(f"relative error of one draw: {float((g_back.cpu() - g).norm() / g.norm())
 # The scale needs `max|g|` over the **whole** tensor before any code can be computed, so the
 # kernel runs in two passes:
 #
-# 1. **`absmax_kernel`**: a 2-D grid of tiles; each program loads its tile of `g` (through the
-#    strides, masked), reduces `|g|` to one number and combines it into a single fp32 cell with
+# 1. **`absmax_kernel`** (yours): a 2-D grid of tiles; each program loads its tile of `g` (through
+#    the strides, masked), reduces `|g|` to one number and combines it into a single fp32 cell with
 #    `tl.atomic_max`. (A program that used only its own tile's max would be wrong: the codes must
 #    share one scale.)
-# 2. **`bit_split_kernel`**: each program reads the max, computes `s = 196 / (2·max)` (1 for an
-#    all-zero `g`; the exact order of operations is below) and handles `BLOCK_R` rows × `BLOCK_B` output **bytes**: it loads the even
-#    columns `2j` and the odd ones `2j + 1` with two strided loads, splits each into `hi` and
-#    `lo`, and packs them as in lesson 01. Program (0, 0) also stores the two scales.
+# 2. **`bit_split_kernel`**: each program handles `BLOCK_R` rows × `BLOCK_B` output **bytes**. Its
+#    tile is given: the even columns `2j` and the odd ones `2j + 1` come in two strided loads, and
+#    `offs` is each output byte's flat index in `hi` and `lo`. You write the rest: read the max and
+#    compute `s = 196 / (2·max)` (1 for an all-zero `g`; the exact order of operations is below),
+#    with program (0, 0) storing the two scales; draw the noise and split each half with the
+#    helper **`_split`** (also yours: `v = g·s`, then `hi` and `lo`); pack as in lesson 01.
+#
+# The launcher (`bit_split`) validates `g` and widens it to fp32 where needed (given), then
+# allocates the outputs and launches the two passes (yours).
 #
 # Details the checks look at:
 # - The two scales must equal the spec's **bit for bit**, so compute them in the order torch does.
@@ -198,13 +203,15 @@ print(f"relative error of one draw: {float((g_back.cpu() - g).norm() / g.norm())
 #   The direct `div_rn(196, 2·max)` and `div_rn(14, s)` are each rounded once instead of twice, so
 #   they can land one ulp away from torch's, and the check fails on the scales.
 # - `hi` must equal the spec bit for bit. `torch.round` rounds halves to **even**
-#   (`round(0.5) = 0`, `round(2.5) = 2`), and ties do happen (`g·s = 7` gives `v/14 = 0.5`):
-#   write a small `@triton.jit` helper with `tl.floor`. Use `tl.math.div_rn` for every division
-#   (the scales' and `v / 14`) so that they round like torch's on a GPU too.
-# - `lo`'s noise: `u = tl.rand(seed, offset) − 0.5` with `offset = n·C + c`, one counter-based draw
-#   per element. Your draws differ from torch's, so `lo` is checked **in distribution**: every
-#   code must be the floor or the ceiling of the exact remainder, rounded up with probability
-#   equal to its fractional part.
+#   (`round(0.5) = 0`, `round(2.5) = 2`), and ties do happen (`g·s = 7` gives `v/14 = 0.5`).
+#   The helper `round_half_to_even` does exactly that; it is given, imported from
+#   `int4lab.kernels.rounding` as in lesson 02's `quantize_int4`. Use `tl.math.div_rn` for every
+#   division (the scales' and `v / 14`) so that they round like torch's on a GPU too.
+# - `lo`'s noise: `tl.rand4x(seed, offs)`, one counter-based (Philox) call per output byte, keyed
+#   by the byte's flat index, returns four independent uniforms; the first two, minus 0.5, are
+#   the noise of elements `2j` and `2j + 1`. Your draws differ from torch's, so `lo` is checked
+#   **in distribution**: every code must be the floor or the ceiling of the exact remainder,
+#   rounded up with probability equal to its fractional part.
 # - Odd shapes (1×2, 3×34, 129×258), a non-contiguous view, fp16 input and an empty tensor.
 #
 # `int4lab.reveal("bit_split")` prints the library's kernel if you are stuck.
@@ -215,43 +222,108 @@ import torch
 import triton
 import triton.language as tl
 
+from int4lab.kernels.rounding import round_half_to_even
+from int4lab.spec.gradients import kernel_seed, validate_bit_split
+
+BLOCK_R = 32      # rows per program
+BLOCK_B = 64      # output bytes per program and row (128 input columns)
+
 
 @triton.jit
 def absmax_kernel(g_ptr, amax_ptr, N, C, stride_n, stride_c,
                   BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    # Pass 1: max|g| over the whole (N, C) tensor into one fp32 cell (zero-initialized).
-    # TODO 1: this program's rows (program_id 0) and columns (program_id 1), and a 2-D mask.
-    # TODO 2: load the tile through the strides (other=0.0) and convert it to tl.float32.
-    # TODO 3: reduce |x| to one number (tl.max over both axes) and tl.atomic_max it into amax_ptr.
+    # Pass 1: max|g| over the whole (N, C) tensor into one fp32 cell (zero-initialized by the
+    # launcher). A 2-D grid: program (pid_r, pid_c) owns a tile of BLOCK_R rows x BLOCK_C columns.
+    # TODO 1: this program's rows, rows = tl.program_id(axis=0) * BLOCK_R + tl.arange(0, BLOCK_R),
+    #         and columns, cols = tl.program_id(axis=1) * BLOCK_C + tl.arange(0, BLOCK_C); a 2-D
+    #         mask = (rows < N)[:, None] & (cols < C)[None, :].
+    # TODO 2: load the tile through the strides, at g_ptr + rows.to(tl.int64)[:, None] * stride_n
+    #         + cols[None, :] * stride_c (int64 rows: row * stride may pass 2**31), masked with
+    #         other=0.0, and convert it to tl.float32.
+    # TODO 3: reduce |x| to one number, tl.max along axis 1 and then along axis 0, and combine it
+    #         into the one cell with tl.atomic_max(amax_ptr, tile_max).
     pass
+
+
+@triton.jit
+def _split(g, s, u):
+    """hi and lo (fp32 holding integers) of g (fp32) for scale s and noise u in [-1/2, 1/2)."""
+    # TODO 1: v = g * s. hi = round_half_to_even(tl.math.div_rn(v, 14.0)), clamped to [-6, 6]
+    #         (tl.maximum with -6.0, then tl.minimum with 6.0). round_half_to_even is GIVEN
+    #         (imported above): torch.round for fp32, exact ties to the even neighbour, so
+    #         v / 14 = 0.5 gives 0 as in the spec.
+    # TODO 2: lo = round_half_to_even((v - 14.0 * hi) + u), clamped to [-6, 6] the same way: the
+    #         remainder that hi leaves, stochastically rounded (u is uniform in [-1/2, 1/2)).
+    #         Return hi, lo.
 
 
 @triton.jit
 def bit_split_kernel(g_ptr, amax_ptr, hi_ptr, lo_ptr, scale_hi_ptr, scale_lo_ptr,
                      N, C, stride_n, stride_c, seed,
                      BLOCK_R: tl.constexpr, BLOCK_B: tl.constexpr):
-    # Pass 2: BLOCK_R rows x BLOCK_B output bytes of hi and lo per program.
-    # TODO 1: the scales, in this order (it reproduces torch's bits; tl.math.div_rn for "/"):
-    #         s = 196 * (1 / (2 * amax)), or 1.0 when amax == 0; scale_lo = 1 / s;
-    #         scale_hi = 14 * scale_lo. Program (0, 0) stores scale_hi and scale_lo.
-    # TODO 2: rows, byte offsets j, a mask (rows < N, j < C // 2); load the even columns 2j and
-    #         the odd columns 2j + 1 (masked, other=0.0), as tl.float32.
-    # TODO 3: for each of the two: v = g * s; hi = clamp(round_half_even(v / 14), -6, 6);
-    #         u = tl.rand(seed, n * C + c) - 0.5; lo = clamp(round_half_even(v - 14 * hi + u), -6, 6).
-    #         (round_half_even: write it as a @triton.jit helper, like torch.round.)
-    # TODO 4: pack in int32: (even & 0xF) | ((odd & 0xF) << 4); store hi and lo bytes as tl.uint8.
-    pass
+    # Pass 2: BLOCK_R rows x BLOCK_B output bytes of hi and lo per program (2-D grid).
+    # GIVEN: this program's tile. Output byte j of a row packs columns 2j (low nibble) and 2j + 1
+    # (high nibble), so the even and the odd columns of g come in two strided loads. offs is
+    # each output byte's flat index n * C/2 + j in hi and lo (both contiguous (N, C/2)).
+    pid_r = tl.program_id(axis=0)
+    pid_b = tl.program_id(axis=1)
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    byts = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    n_bytes = C // 2
+    mask = (rows < N)[:, None] & (byts < n_bytes)[None, :]
+    row_off = rows.to(tl.int64)[:, None] * stride_n
+    even = tl.load(g_ptr + row_off + (2 * byts)[None, :] * stride_c, mask=mask, other=0.0)
+    odd = tl.load(g_ptr + row_off + (2 * byts + 1)[None, :] * stride_c, mask=mask, other=0.0)
+    offs = rows.to(tl.int64)[:, None] * n_bytes + byts[None, :]
+
+    # TODO 1: the scales, in this order, which reproduces torch's bits (torch evaluates 196 / t
+    #         for a tensor t as reciprocal(t) * 196, and 14 / s as reciprocal(s) * 14); every
+    #         "/" is tl.math.div_rn, the IEEE division:
+    #           amax = tl.load(amax_ptr)
+    #           s = 196.0 * div_rn(1.0, 2.0 * amax) where amax > 0.0, else 1.0 (an all-zero g).
+    #               Divide by tl.where(amax > 0.0, 2.0 * amax, 1.0), then pick with tl.where,
+    #               so that nothing divides by zero.
+    #           scale_lo = div_rn(1.0, s), then scale_hi = 14.0 * scale_lo.
+    #         Only program (0, 0) stores them: tl.store(scale_hi_ptr, ..., mask=first) and the
+    #         same for scale_lo, with first = (pid_r == 0) & (pid_b == 0).
+
+    # TODO 2: the noise, one Philox call per output byte: u_even, u_odd, _, _ =
+    #         tl.rand4x(seed, offs) gives four independent uniforms in [0, 1) per byte; subtract
+    #         0.5 from u_even and from u_odd (uniform in [-1/2, 1/2)). Then split both halves:
+    #         hi_e, lo_e = _split(even.to(tl.float32), s, u_even), and hi_o, lo_o from odd and u_odd.
+
+    # TODO 3: pack as in lesson 01, in int32 (two's complement nibbles): hi_byte =
+    #         (hi_e.to(tl.int32) & 0xF) | ((hi_o.to(tl.int32) & 0xF) << 4), element 2j in the low
+    #         nibble; lo_byte the same from lo_e and lo_o. Store both as tl.uint8 at
+    #         hi_ptr + offs and lo_ptr + offs (mask=mask).
 
 
-def bit_split(g, seed=None):
-    """g (N, C) float, C even -> (hi packed (N, C/2) uint8, lo packed (N, C/2) uint8,
-    scale_hi, scale_lo), the scales 0-dim fp32 tensors: g ~ hi * scale_hi + lo * scale_lo."""
-    # TODO 1: float64 (and bf16 on the CPU: the interpreter has none) -> float32.
-    # TODO 2: allocate hi and lo (N, C // 2) uint8, amax = torch.zeros((), torch.float32), and
-    #         two 0-dim fp32 scales on g.device. An empty g: return them with scales 14.0 and 1.0.
-    # TODO 3: seed=None -> draw one, e.g. int(torch.randint(0, 2**31 - 1, (1,))).
-    # TODO 4: launch absmax_kernel, then bit_split_kernel, each on a 2-D grid (triton.cdiv).
-    raise NotImplementedError("bit_split: fill in the kernels and the launcher above")
+def bit_split(g: torch.Tensor, seed=None):
+    """Launcher: validate, find max|g| (pass 1), split and pack (pass 2).
+
+    Returns (hi packed (N, C/2) uint8, lo packed (N, C/2) uint8, scale_hi, scale_lo), the
+    scales 0-dim fp32 tensors with g ~ hi * scale_hi + lo * scale_lo.
+    """
+    validate_bit_split(g, seed)                  # the spec's own checks: the same messages
+    # fp16/fp32 are read as they are and widened in registers. fp64 becomes fp32 first, as in
+    # the spec; bf16 too on the CPU, where the interpreter has no bf16 (exact either way).
+    if g.dtype == torch.float64 or (g.dtype == torch.bfloat16 and g.device.type == "cpu"):
+        g = g.float()
+    N, C = g.shape
+    # TODO 1: allocate hi and lo, torch.empty((N, C // 2), dtype=torch.uint8, device=g.device).
+    #         An empty g (g.numel() == 0) has nothing to split: return (hi, lo,
+    #         torch.tensor(14.0, device=g.device), torch.tensor(1.0, device=g.device)), the
+    #         scales of s = 1.
+    # TODO 2: amax = torch.zeros((), dtype=torch.float32, device=g.device) (atomic_max combines
+    #         into it, so it must start at 0), and two 0-dim fp32 scales with torch.empty((), ...).
+    # TODO 3: launch absmax_kernel on (triton.cdiv(N, BLOCK_R), triton.cdiv(C, 2 * BLOCK_B))
+    #         programs with (g, amax, N, C, g.stride(0), g.stride(1)), BLOCK_R=BLOCK_R and
+    #         BLOCK_C=2 * BLOCK_B.
+    # TODO 4: launch bit_split_kernel on (triton.cdiv(N, BLOCK_R), triton.cdiv(C // 2, BLOCK_B))
+    #         programs with (g, amax, hi, lo, scale_hi, scale_lo, N, C, g.stride(0), g.stride(1),
+    #         kernel_seed(seed)), BLOCK_R=BLOCK_R and BLOCK_B=BLOCK_B. kernel_seed is GIVEN
+    #         (imported above): seed=None draws a fresh seed. Return (hi, lo, scale_hi, scale_lo).
+    raise NotImplementedError("bit_split: replace this line with the code its TODOs ask for")
 
 
 # %%
@@ -370,12 +442,17 @@ print(f"probs=None keeps the {kept0.shape[0]} non-zero rows, weight {float(weigh
 #    and `pos_{R−1}` is the number kept, which sizes the outputs.
 # 3. **`lss_gather_kernel`**: a 2-D grid of (rows × bytes) tiles of the source; each program
 #    loads its rows' keep flags and positions and copies only the kept rows (mask) to their
-#    compact position. Run it for `codes` and again for `other`.
+#    compact position. The tile's rows, bytes and source offsets (through the strides) are
+#    given. It runs for `codes` and again for `other`; the launch for `codes` also writes `index`
+#    (the kept row numbers, ascending because positions follow the rows' order) and
+#    `weight = 1/p` (ones when `probs` is None), from the programs of the first byte column only,
+#    so once per row.
 #
-# `index` is where `keep` is 1 (ascending), `weight = 1/p[index]` (ones when `probs` is None);
-# you may compute those two with torch in the launcher. The checks compare the deterministic
-# mode exactly and the sampling in distribution: keep frequencies per band of `p`, and the
-# reweighted sum of the kept rows against the full sum.
+# You write both kernels and the launcher's three steps; the helper `_gather`, which sets up a
+# launch of `lss_gather_kernel` (its grid, and a placeholder for the pointers a launch does not
+# use), is given. The checks compare the deterministic mode exactly and the sampling in
+# distribution: keep frequencies per band of `p`, and the reweighted sum of the kept rows
+# against the full sum.
 
 # %% tags=["exercise"] int4lab={"slot": "lss_gather"}
 # %%exercise lss_gather
@@ -383,38 +460,106 @@ import torch
 import triton
 import triton.language as tl
 
+from int4lab.spec.gradients import kernel_seed, validate_lss_gather
+
+BLOCK_R = 64      # rows per program
+BLOCK_B = 128     # bytes per program and row
+
 
 @triton.jit
 def lss_keep_kernel(codes_ptr, probs_ptr, keep_ptr, R, W, stride_r, stride_b, seed,
                     SAMPLE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_B: tl.constexpr):
-    # keep_i (int32 0/1) for BLOCK_R rows of codes (R rows of W bytes).
-    # TODO 1: rows = program_id * BLOCK_R + arange, and a mask rows < R.
-    # TODO 2 (SAMPLE): p = probs[rows] (masked, other=0.0); u = tl.rand(seed, rows); keep = u < p.
-    # TODO 3 (not SAMPLE): loop over the W bytes in chunks of BLOCK_B: load a (BLOCK_R, BLOCK_B)
-    #         tile (masked, through the strides) and OR "any byte != 0" into the row's flag.
-    # TODO 4: store keep as tl.int32 (masked).
+    # Step 1: keep_i (int32 0/1) for BLOCK_R rows of codes (R rows of W bytes), one program each.
+    # TODO 1: rows = tl.program_id(axis=0) * BLOCK_R + tl.arange(0, BLOCK_R); in_rows = rows < R.
+    # TODO 2: if SAMPLE: p = tl.load(probs_ptr + rows, mask=in_rows, other=0.0);
+    #         u = tl.rand(seed, rows), one independent draw in [0, 1) per row, keyed by the row
+    #         index; keep = u < p (so p = 0 is never kept and p = 1 always).
+    # TODO 3: else (probs=None): keep a row when ANY of its W bytes is non-zero. Start from
+    #         nonzero = tl.zeros((BLOCK_R,), dtype=tl.int32) and walk the row in chunks:
+    #         for b0 in range(0, W, BLOCK_B): cols = b0 + tl.arange(0, BLOCK_B); load the
+    #         (BLOCK_R, BLOCK_B) tile at codes_ptr + rows.to(tl.int64)[:, None] * stride_r
+    #         + cols[None, :] * stride_b with mask = in_rows[:, None] & (cols < W)[None, :] and
+    #         other=0; nonzero = tl.maximum(nonzero, tl.max((x != 0).to(tl.int32), axis=1)).
+    #         After the loop, keep = nonzero != 0. (Every chunk counts: a row may be zero only
+    #         in its first BLOCK_B bytes.)
+    # TODO 4: store keep.to(tl.int32) at keep_ptr + rows (mask=in_rows).
     pass
 
 
 @triton.jit
-def lss_gather_kernel(src_ptr, dst_ptr, keep_ptr, pos_ptr, R, W, stride_r, stride_b,
+def lss_gather_kernel(src_ptr, dst_ptr, keep_ptr, pos_ptr, probs_ptr, index_ptr, weight_ptr,
+                      R, W, stride_r, stride_b,
+                      WRITE_INDEX: tl.constexpr, HAS_PROBS: tl.constexpr,
                       BLOCK_R: tl.constexpr, BLOCK_B: tl.constexpr):
-    # Copy the kept rows of src (R, W) to their compact positions in dst (M, W), contiguous.
-    # TODO 1: rows (program_id 0) and bytes (program_id 1); load keep for the rows (masked).
-    # TODO 2: a kept row i goes to dst row pos[i] - 1 (pos: the inclusive prefix sum of keep).
-    # TODO 3: load src[i, bytes] only where the row is kept and in bounds; store at dst[pos[i] - 1, bytes].
+    # Step 3: copy the kept rows of src (R, W) to their compact positions in dst (M, W),
+    # contiguous. A 2-D grid of (BLOCK_R rows) x (BLOCK_B bytes) tiles of src.
+    # GIVEN: this program's rows and bytes, and the offsets of its tile in src (through the
+    # strides, int64 rows).
+    pid_r = tl.program_id(axis=0)
+    pid_b = tl.program_id(axis=1)
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    in_rows = rows < R
+    cols = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    src_offs = rows.to(tl.int64)[:, None] * stride_r + cols[None, :] * stride_b
+
+    # TODO 1: the rows this tile copies: kept = in_rows & (tl.load(keep_ptr + rows,
+    #         mask=in_rows, other=0) != 0). Their places in dst: pos_ptr holds the inclusive
+    #         prefix sum of keep, the number of kept rows up to and including row i, so kept row i
+    #         goes to dst row dst_rows = tl.load(pos_ptr + rows, mask=kept, other=1) - 1.
+    # TODO 2: mask = kept[:, None] & (cols < W)[None, :], so a dropped row is never read;
+    #         x = tl.load(src_ptr + src_offs, mask=mask, other=0); store x at
+    #         dst_ptr + dst_rows[:, None] * W + cols[None, :] (mask=mask).
+    # TODO 3: index and weight, written by the launch for codes only (WRITE_INDEX) and there by
+    #         the programs of the first byte column only, so once per row: `if WRITE_INDEX:`,
+    #         inside it `if pid_b == 0:`, first the weight w: if HAS_PROBS,
+    #         p = tl.load(probs_ptr + rows, mask=kept, other=1.0) and w = tl.math.div_rn(1.0, p)
+    #         (IEEE division, as torch's 1.0 / p); else w = tl.full((BLOCK_R,), 1.0, dtype=tl.float32).
+    #         Then store rows.to(tl.int64) at index_ptr + dst_rows and w at weight_ptr + dst_rows,
+    #         both with mask=kept.
     pass
 
 
-def lss_gather(codes, probs=None, seed=None, other=None):
-    """codes (R, K/2) uint8, probs (R,) in [0, 1] or None, other (R, K2/2) uint8 or None ->
-    (kept (M, K/2), kept_other (M, K2/2) or None, index (M,) int64 ascending, weight (M,) fp32 = 1/p)."""
-    # TODO 1: keep = torch.empty(R, dtype=torch.int32, device=codes.device); when R > 0, launch
-    #         lss_keep_kernel (SAMPLE=probs is not None; seed=None -> draw one; probs as fp32).
-    # TODO 2: pos = torch.cumsum(keep, 0); M = int(pos[-1]) (0 when R == 0).
-    # TODO 3: allocate kept (M, W) uint8 and launch lss_gather_kernel when M > 0; the same for other.
-    # TODO 4: index = keep.nonzero() flattened, int64; weight = 1 / probs[index] in fp32, or ones.
-    raise NotImplementedError("lss_gather: fill in the kernels and the launcher above")
+def _gather(src, keep, pos, n_kept, probs=None, index=None, weight=None):
+    """GIVEN: launch lss_gather_kernel to copy the kept rows of src into a new (n_kept, W) tensor
+    and return it; with index and weight (tensors of n_kept) it also fills those. A pointer
+    the kernel does not use gets `keep` as a placeholder."""
+    R, W = src.shape
+    dst = torch.empty((n_kept, W), dtype=src.dtype, device=src.device)
+    write_index = index is not None
+    if n_kept == 0 or (W == 0 and not write_index):
+        return dst
+    # at least one byte column, so that index and weight are written even when W == 0
+    grid = (triton.cdiv(R, BLOCK_R), max(1, triton.cdiv(W, BLOCK_B)))
+    lss_gather_kernel[grid](src, dst, keep, pos,
+                            probs if probs is not None else keep,
+                            index if write_index else keep, weight if write_index else keep,
+                            R, W, src.stride(0), src.stride(1),
+                            WRITE_INDEX=write_index, HAS_PROBS=probs is not None,
+                            BLOCK_R=BLOCK_R, BLOCK_B=BLOCK_B)
+    return dst
+
+
+def lss_gather(codes: torch.Tensor, probs=None, seed=None, other=None):
+    """Launcher: validate, draw the keep mask, prefix-sum it, gather -> (kept, kept_other, index, weight)."""
+    validate_lss_gather(codes, probs, seed, other)
+    R, W = codes.shape
+    if probs is not None:
+        probs = probs.float().contiguous()       # the spec compares u < probs in fp32 too
+    # TODO 1: keep = torch.empty(R, dtype=torch.int32, device=codes.device). When R > 0,
+    #         launch lss_keep_kernel on (triton.cdiv(R, BLOCK_R),) programs with (codes, probs,
+    #         keep, R, W, codes.stride(0), codes.stride(1), seed), SAMPLE=probs is not None,
+    #         BLOCK_R=BLOCK_R, BLOCK_B=BLOCK_B. The seed: kernel_seed(seed) (GIVEN, imported
+    #         above: seed=None draws a fresh one). Without probs, pass keep in place of probs (a
+    #         pointer the kernel never reads) and 0 as the seed.
+    # TODO 2: pos = torch.cumsum(keep, dim=0), the inclusive prefix sum (int64): kept row i goes
+    #         to pos[i] - 1. n_kept = int(pos[-1]) if R else 0 (the one host sync: it sizes the
+    #         outputs).
+    # TODO 3: index = torch.empty(n_kept, dtype=torch.int64, device=codes.device) and weight, the
+    #         same in torch.float32; kept = _gather(codes, keep, pos, n_kept, probs, index,
+    #         weight) (the given helper: it also fills index and weight); kept_other =
+    #         _gather(other, keep, pos, n_kept) if other is not None, else None. Return
+    #         (kept, kept_other, index, weight).
+    raise NotImplementedError("lss_gather: replace this line with the code its TODOs ask for")
 
 
 # %%

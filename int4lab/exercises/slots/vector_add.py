@@ -47,7 +47,7 @@ register(Slot(
     validate=validate_vector_add,
     checks=[Check(f"n={n}", _make(n), lambda e, g, a, k: compare.close(0, 0)(e, g), seeds=(0,),
                   hidden=hidden)
-            for n, hidden in ((1, False), (1000, False), (4099, False), (98432, True), (0, True))]
+            for n, hidden in ((1, False), (1000, False), (4099, False), (98432, True), (0, False))]
     + [Check("x transposed, y contiguous (64, 70)", _make_views,
              lambda e, g, a, k: compare.close(0, 0)(e, g), seeds=(0,))],
     hints=[_hint_views, _hint_tail],
