@@ -8,7 +8,9 @@ where X_hat = s_X int(XH), W_hat = s_W int(WH) are the forward's INT4 codes, sav
 reused, and I_X, I_W mark the values the forward quantizer did not clip (the straight-through
 estimator). A Recipe names which quantizer each GEMM uses, so one layer runs every baseline of
 the course. The quantized operations go through int4lab.ops, so the same layer runs on the
-PyTorch spec, the library's Triton kernels or a learner's.
+PyTorch spec, the library's Triton kernels or a learner's. The layer passes only tensors it made
+itself, so it calls ops.trusted: no validation per call (the public ops validate at the
+boundary), and each saved operand is unpacked at most once per backward.
 """
 import dataclasses
 from typing import Callable, Iterable
@@ -18,17 +20,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from int4lab import ops
-from int4lab.spec.gradients import lss_probabilities
-from int4lab.spec.hadamard import block_hadamard
+from int4lab.exercises import registry
+from int4lab.spec.gradients import lss_probabilities_trusted as lss_probabilities
+from int4lab.spec.hadamard import block_hadamard_trusted as block_hadamard
 from int4lab.spec.quantizers import (
     QMAX,
     LSQQuantizer,
     dequantize,
     fake_quantize,
-    lsq_codes,
     lsq_grad_scale,
     lsq_step_size_term,
     make_generator,
+    quantize,
 )
 
 FORWARDS = ("fp", "int8_row", "int4_rtn", "int4_lsq", "int4_hq")
@@ -44,6 +47,10 @@ class Recipe:
     grad:    fp (dY in full precision, the STE) | int8_sr | int4_rtn | int4_sr (per-tensor dY,
              round-to-nearest or stochastic) | bs_lss (bit splitting + leverage score sampling)
     hq_scale: HQ's per-tensor scale, "lsq" (learned, as the paper) or "max" (max|XH| / 7).
+    lsq_grad: what backward keeps for a learned scale's gradient: "2bit" (for each value, whether
+         it was clipped and its rounding remainder to one of three levels: 2 bits, so the saved
+         activations stay under half a bf16 Linear's) or "exact" (the rotated fp32 values, 4 bytes
+         each; the reference the 2-bit record approximates).
     lss: "sample" (the paper's unbiased sampling) or "nonzero" (the released kernels: keep every
          non-zero row, no reweighting).
     """
@@ -54,11 +61,13 @@ class Recipe:
     lss: str = "sample"
     hq_scale: str = "lsq"
     lsq_warmup_steps: int = 10
+    lsq_grad: str = "2bit"
 
     def __post_init__(self):
         for value, choices, what in ((self.forward, FORWARDS, "forward"), (self.grad, GRADS, "grad"),
                                      (self.lss, ("sample", "nonzero"), "lss"),
-                                     (self.hq_scale, ("lsq", "max"), "hq_scale")):
+                                     (self.hq_scale, ("lsq", "max"), "hq_scale"),
+                                     (self.lsq_grad, ("2bit", "exact"), "lsq_grad")):
             if value not in choices:
                 raise ValueError(f"Recipe.{what} must be one of {', '.join(choices)}; got {value!r}")
         b = self.block_size
@@ -109,7 +118,10 @@ def _round_up(n, m):
 
 
 def _pad2(t, rows, cols):
-    """Zero-pad a matrix: zero rows/columns add nothing to any product, and packing needs even dims."""
+    """Zero-pad a matrix: zero rows/columns add nothing to any product, and packing needs even dims.
+    (t itself when nothing is missing: no copy.)"""
+    if (rows, cols) == tuple(t.shape):
+        return t
     return F.pad(t, (0, cols - t.shape[1], 0, rows - t.shape[0]))
 
 
@@ -119,12 +131,12 @@ def _seed():
 
 
 def _codes(packed):
-    return ops.unpack_int4(packed)
+    return ops.trusted.unpack_int4(packed)
 
 
 def _packed_t(codes):
     """Pack the transpose of an int8 code matrix: repack an operand along its other dim."""
-    return ops.pack_int4(codes.T.contiguous())
+    return ops.trusted.pack_int4(codes.T.contiguous())
 
 
 def _even_rows(t):
@@ -155,54 +167,120 @@ def _fake_grad(g, kind):
                          generator=make_generator(_seed()))
 
 
-def int4_backward(g, px, sx, pw, sw, rounding, need_dx=True, need_dw=True):
+class Int4:
+    """An INT4 operand of a GEMM, packed along its reduction dim: the packed bytes and/or the
+    int8 codes, each made once, when first needed. On the spec the GEMM multiplies codes, so an
+    operand that the layer already holds as codes (a transpose, a gathered row set) is never
+    packed only to be unpacked again; a kernel gets the packed bytes."""
+
+    def __init__(self, packed=None, codes=None):
+        self._packed, self._codes = packed, codes
+
+    @property
+    def packed(self):
+        if self._packed is None:
+            self._packed = ops.trusted.pack_int4(self._codes)
+        return self._packed
+
+    @property
+    def codes(self):
+        if self._codes is None:
+            self._codes = _codes(self._packed)
+        return self._codes
+
+    def t(self):
+        """The transpose, packed along the other dim (a backward GEMM reduces over it)."""
+        return Int4(codes=self.codes.T.contiguous())
+
+    def even_rows(self):
+        """Zero-padded to an even number of rows (so that its transpose packs)."""
+        return Int4(codes=_even_rows(self.codes))
+
+
+def _quantized(name, *args, **kwargs):
+    """(Int4, scales) from ops.trusted.<name> (quantize_int4 or hadamard_quantize); on the spec
+    with its codes too, which a spec GEMM multiplies without unpacking."""
+    if registry.resolve(name)[0] == "spec" and registry.resolve("int4_matmul")[0] == "spec":
+        extra = {**kwargs.pop("spec_extra", {}), "return_codes": True}
+        packed, scales, codes = getattr(ops.trusted, name)(*args, **kwargs, spec_extra=extra)
+        return Int4(packed, codes), scales
+    packed, scales = getattr(ops.trusted, name)(*args, **kwargs)
+    return Int4(packed), scales
+
+
+def _matmul(a, a_scale, b, b_scale):
+    """ops.int4_matmul of two Int4 operands, as codes on the spec (int4_matmul_trusted takes
+    them), as packed bytes on a kernel."""
+    if registry.resolve("int4_matmul")[0] == "spec":
+        return ops.trusted.int4_matmul(None, a_scale, None, b_scale,
+                                       spec_extra={"a_codes": a.codes, "b_codes": b.codes})
+    return ops.trusted.int4_matmul(a.packed, a_scale, b.packed, b_scale)
+
+
+def int4_backward(g, saved, rounding, need_dx=True, need_dw=True):
     """dY quantized per tensor to INT4, then dX~ = dY W_hat and dW~ = dY^T X_hat as INT4 GEMMs."""
-    pg, sg = ops.quantize_int4(g, granularity="tensor", rounding=rounding, seed=_seed())
-    gc = _codes(pg)
-    dx = ops.int4_matmul(pg, sg, _packed_t(_codes(pw)), sw) if need_dx else None
-    dw = ops.int4_matmul(_packed_t(gc), sg, _packed_t(_codes(px)), sx) if need_dw else None
+    pg, sg = ops.trusted.quantize_int4(g, granularity="tensor", rounding=rounding, seed=_seed())
+    gq = Int4(packed=pg)
+    dx = _matmul(gq, sg, saved.w.t(), saved.sw) if need_dx else None
+    dw = _matmul(gq.t(), sg, saved.x.t(), saved.sx) if need_dw else None
     return dx, dw
 
 
-def lss_backward(g, px, sx, pw, sw, n_tokens, mode="sample", need_dx=True, need_dw=True):
+def lss_backward(g, saved, n_tokens, mode="sample", need_dx=True, need_dw=True):
     """Bit splitting + leverage score sampling (paper sec. 5): returns (dX~, dW~), rotated domain.
 
     The 2N stacked rows are [s_hi hi; s_lo lo]; row i and row i + N belong to token i.
     """
+    px, sx, sw = saved.px, saved.sx, saved.sw
     Np, Dp = px.shape[0], 2 * px.shape[1]
-    hi, lo, s_hi, s_lo = ops.bit_split(g, seed=_seed())
-    stacked = torch.cat([hi, lo])
+    if registry.resolve("bit_split")[0] == "spec":          # its codes too: no unpacking
+        hi, lo, s_hi, s_lo, chi, clo = ops.trusted.bit_split(g, seed=_seed(), spec_extra={"return_codes": True})
+        stacked, stacked_codes = torch.cat([hi, lo]), torch.cat([chi, clo])
+    else:
+        hi, lo, s_hi, s_lo = ops.trusted.bit_split(g, seed=_seed())
+        stacked = torch.cat([hi, lo])
+        stacked_codes = _codes(stacked)
     part_scale = torch.cat([s_hi.float().expand(Np), s_lo.float().expand(Np)])
-    g_norm = torch.linalg.vector_norm(_codes(stacked).float(), dim=1) * part_scale
+    g_norm = torch.linalg.vector_norm(stacked_codes.float(), dim=1) * part_scale
     dx = dw = None
     if need_dx:
         # input grad: output rows are independent, so term i is row i of dY W: p_i ~ ||g_i||
         probs = lss_probabilities(g_norm, n_tokens) if mode == "sample" else None
-        kept, _, idx, weight = ops.lss_gather(stacked, probs, seed=_seed())
+        kept, _, idx, weight = ops.trusted.lss_gather(stacked, probs, seed=_seed())
         # the 1/p_i reweighting is per output row: it folds into the GEMM's per-row scale
-        rows = ops.int4_matmul(kept, (part_scale[idx] * weight)[:, None], _packed_t(_codes(pw)), sw)
+        rows = _matmul(Int4(kept, stacked_codes[idx]), (part_scale[idx] * weight)[:, None], saved.w.t(), sw)
         dx = torch.zeros(Np, Dp, device=g.device).index_add_(0, idx % Np, rows)
     if need_dw:
         # weight grad: dY^T X = sum_i g_i^T x_i, p_i ~ ||g_i|| ||x_i|| (the term's Frobenius norm)
-        x_norm = torch.linalg.vector_norm(_codes(px).float(), dim=1) * sx.float()
+        x_norm = torch.linalg.vector_norm(saved.x.codes.float(), dim=1) * sx.float()
         probs = lss_probabilities(g_norm * x_norm.repeat(2), n_tokens) if mode == "sample" else None
-        kept, kept_x, idx, weight = ops.lss_gather(stacked, probs, seed=_seed(), other=torch.cat([px, px]))
+        # the kept rows of X too (packed, for a kernel GEMM; the spec's takes their codes)
+        other = None if registry.resolve("int4_matmul")[0] == "spec" else torch.cat([px, px])
+        kept, kept_x, idx, weight = ops.trusted.lss_gather(stacked, probs, seed=_seed(), other=other)
+        kept_codes, kept_x = stacked_codes[idx], Int4(kept_x, saved.x.codes[idx % Np])
         if mode == "sample":
             # 1/p_i varies along the GEMM's reduction index (tokens), which an integer GEMM's
             # row/column scales cannot absorb: requantize the reweighted rows to INT4 with one
             # scale per output channel and stochastic rounding (still unbiased)
-            vals = _even_rows(_codes(kept).float() * (part_scale[idx] * weight)[:, None])
-            pa, sa = ops.quantize_int4(vals.T.contiguous(), granularity="row", rounding="stochastic",
-                                       seed=_seed())
-            dw = ops.int4_matmul(pa, sa, _packed_t(_even_rows(_codes(kept_x))), sx)
+            vals = _even_rows(kept_codes.float() * (part_scale[idx] * weight)[:, None])
+            qa, sa = _quantized("quantize_int4", vals.T.contiguous(), granularity="row", rounding="stochastic",
+                                seed=_seed())
+            dw = _matmul(qa, sa, kept_x.even_rows().t(), sx)
         else:
             # weights are all 1: two exact GEMMs, the hi rows and the lo rows with their scales
             dw = torch.zeros(g.shape[1], Dp, device=g.device)
             for part, scale in ((idx < Np, s_hi), (idx >= Np, s_lo)):
-                a = _packed_t(_even_rows(_codes(kept[part])))
-                b = _packed_t(_even_rows(_codes(kept_x[part])))
-                dw += ops.int4_matmul(a, scale, b, sx)
+                a = Int4(codes=kept_codes[part]).even_rows().t()
+                b = Int4(codes=kept_x.codes[part]).even_rows().t()
+                dw += _matmul(a, scale, b, sx)
     return dx, dw
+
+
+def _lsq_scale_grad_2bit(d_fq, inside, r_hat, codes, numel):
+    """LSQ's step-size gradient from the 2-bit record (lsq_unrecord): sum of dL/d(fq) times
+    -r inside the range and the clipped level q outside."""
+    term = codes.float().mul_(1.0 - inside).sub_(r_hat)
+    return (d_fq * term).sum() * lsq_grad_scale(numel, QMAX[4])
 
 
 def _lsq_scale_grad(d_fq, z, codes, scale, numel):
@@ -211,6 +289,52 @@ def _lsq_scale_grad(d_fq, z, codes, scale, numel):
     v = z / s
     mask = (v >= -QMAX[4]) & (v <= QMAX[4])
     return (d_fq * lsq_step_size_term(v, codes, mask)).sum() * lsq_grad_scale(numel, QMAX[4])
+
+
+# What LSQ's backward needs of each rounded value v = z / s (paper sec. 4.1, Esser et al.): its
+# clip mask I (|v| <= Q) and, where not clipped, the remainder r = v - round(v) in [-1/2, 1/2]:
+# d(s q(v))/ds is q - v = -r inside the range and the clipped level (+-Q) outside. The "2bit"
+# record keeps r as one of three levels (-1/3, 0, 1/3: the centres of thirds of [-1/2, 1/2]) and
+# the fourth 2-bit value for "clipped"; four values per byte.
+CLIPPED = 3
+
+
+def lsq_record(z, scale):
+    """z (R, K) fp32 and the scale -> (R * K / 4 rounded up,) uint8: 2 bits per value."""
+    v = z / scale
+    outside = v.abs() > QMAX[4]
+    r = v.sub_(torch.round(v))                          # in [-1/2, 1/2]
+    c = r.add_(0.5).mul_(3).floor_().clamp_(0, 2).to(torch.uint8)   # its third: 0, 1, 2
+    c = c.bitwise_or_(outside.to(torch.uint8).mul_(CLIPPED)).flatten()   # 0..2 | 3 is 3
+    # four values per byte: seen as int32 words, bytes 0..3 of a word are values 0..3
+    w = F.pad(c, (0, -c.numel() % 4)).view(torch.int32)
+    return ((w & 0x3) | ((w >> 6) & 0xC) | ((w >> 12) & 0x30) | ((w >> 18) & 0xC0)).to(torch.uint8)
+
+
+def lsq_unrecord(record, shape):
+    """(inside, r_hat), fp32 of shape `shape`, from lsq_record's bytes: inside is 1 where the
+    value was not clipped and 0 where it was (the STE's mask), r_hat its remainder's level
+    (-1/3, 0 or 1/3), 0 where clipped. Arithmetic, not comparisons: cheaper on a CPU."""
+    b = record.to(torch.int32)
+    w = (b & 0x3) | ((b & 0xC) << 6) | ((b & 0x30) << 12) | ((b & 0xC0) << 18)
+    c = w.view(torch.uint8)[:shape[0] * shape[1]].view(shape)
+    inside = ((c >> 1) & c & 1).float().neg_().add_(1.0)     # c == 3 (CLIPPED) -> 0, else 1
+    return inside, c.float().sub_(1.0).div_(3.0).mul_(inside)
+
+
+def _lsq_masks(z, scale):
+    """LSQ's clip mask I (1 where z / s was not clipped), as lsq_codes computes it."""
+    v = z / scale
+    return (v >= -QMAX[4]) & (v <= QMAX[4])
+
+
+class _Saved:
+    """What backward reads of the forward's INT4 operands: X_hat and W_hat as Int4 (each
+    unpacked at most once) and their scales."""
+
+    def __init__(self, px, sx, pw, sw):
+        self.px, self.sx, self.pw, self.sw = px, sx, pw, sw
+        self.x, self.w = Int4(px), Int4(pw)
 
 
 class Int4LinearFunction(torch.autograd.Function):
@@ -226,32 +350,37 @@ class Int4LinearFunction(torch.autograd.Function):
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         if r.forward == "fp":
             y = xf @ wf.T
-            ctx.save_for_backward(xf, wf)
+            ctx.save_for_backward(x.detach(), weight.detach())     # in their own dtype: no fp32 copy
         elif r.forward == "int8_row":
-            # INT8 is the baseline; no INT8 kernel in the registry, so it runs as fake-quant fp32
-            xd = fake_quantize(xf, bits=8, granularity="row")       # one scale per token
-            wd = fake_quantize(wf, bits=8, granularity="row")       # one per output channel
-            y = xd @ wd.T
-            ctx.save_for_backward(xd, wd)
+            # INT8 is the baseline; no INT8 kernel in the registry, so it runs as fake-quant fp32;
+            # backward keeps the int8 codes and their scales (1 byte a value), not the fp32 values
+            qx, sxr = quantize(xf, bits=8, granularity="row")       # one scale per token
+            qw, swr = quantize(wf, bits=8, granularity="row")       # one per output channel
+            y = dequantize(qx, sxr) @ dequantize(qw, swr).T
+            ctx.save_for_backward(qx, sxr, qw, swr)
         else:
             xp, wp = padded(xf, _round_up(N, 2), r), padded(wf, _round_up(C, 2), r)
-            sx_in = sw_in = mx = mw = None
+            sx_in = sw_in = zx = zw = xh = wh = None
             if r.uses_lsq:
-                # a learned scale clips: keep the masks of the values that survived (I_X, I_W)
+                # a learned scale clips: backward needs, of the values it rounded (XH, WH), the
+                # clip masks I_X, I_W and what LSQ's step-size gradient reads: the values
+                # themselves ("exact") or their 2-bit record
                 sx_in, sw_in = s_x.detach().float(), s_w.detach().float()
-                mx, mw = lsq_codes(rotated(xp, r), sx_in)[1], lsq_codes(rotated(wp, r), sw_in)[1]
+                xh, wh = rotated(xp, r), rotated(wp, r)
+                zx, zw = (lsq_record(xh, sx_in), lsq_record(wh, sw_in)) if r.lsq_grad == "2bit" else (xh, wh)
             if r.hadamard:
                 # rotation and rounding in one call: the kernel fuses them, so XH is not written
-                # out here (with a learned LSQ scale the clip masks above rotate once more)
-                px, sx = ops.hadamard_quantize(xp, r.block_size, granularity="tensor", scale=sx_in)
-                pw, sw = ops.hadamard_quantize(wp, r.block_size, granularity="tensor", scale=sw_in)
+                # out here (with a learned LSQ scale XH exists already: the spec reuses it)
+                qx, sx = _quantized("hadamard_quantize", xp, r.block_size, granularity="tensor", scale=sx_in,
+                                    spec_extra={"rotated": xh})
+                qw, sw = _quantized("hadamard_quantize", wp, r.block_size, granularity="tensor", scale=sw_in,
+                                    spec_extra={"rotated": wh})
             else:
-                px, sx = ops.quantize_int4(xp, granularity="tensor", scale=sx_in)
-                pw, sw = ops.quantize_int4(wp, granularity="tensor", scale=sw_in)
-            y = ops.int4_matmul(px, sx, pw, sw)[:N, :C]
-            # LSQ's step-size gradient needs the unclipped values: keep the float input too
-            ctx.save_for_backward(px, pw, sx, sw, mx, mw,
-                                  xf if r.uses_lsq else None, wf if r.uses_lsq else None,
+                qx, sx = _quantized("quantize_int4", xp, granularity="tensor", scale=sx_in)
+                qw, sw = _quantized("quantize_int4", wp, granularity="tensor", scale=sw_in)
+            y = _matmul(qx, sx, qw, sw)[:N, :C]
+            px, pw = qx.packed, qw.packed           # backward keeps the packed bytes only
+            ctx.save_for_backward(px, pw, sx, sw, zx, zw,
                                   s_x if r.uses_lsq else None, s_w if r.uses_lsq else None)
         if bias is not None:
             y = y + bias.detach().float()
@@ -266,37 +395,48 @@ class Int4LinearFunction(torch.autograd.Function):
         g = gy.float()
         db = g.sum(0).to(b_dtype) if need_b else None
         if not r.int4_forward:
-            xd, wd = ctx.saved_tensors
+            if r.forward == "fp":
+                xd, wd = (t.float() for t in ctx.saved_tensors)
+            else:
+                qx, sxr, qw, swr = ctx.saved_tensors
+                xd, wd = dequantize(qx, sxr), dequantize(qw, swr)
             gq = _fake_grad(g, r.grad)
             dx = (gq @ wd).to(x_dtype) if need_x else None
             dw = (gq.T @ xd).to(w_dtype) if need_w else None
             return dx, dw, db, None, None, None
 
-        px, pw, sx, sw, mx, mw, xf, wf, s_x, s_w = ctx.saved_tensors
+        px, pw, sx, sw, zx, zw, s_x, s_w = ctx.saved_tensors
+        saved = _Saved(px, sx, pw, sw)
         Np, Cp = px.shape[0], pw.shape[0]
         gp = _pad2(g, Np, Cp)
         want_dx, want_dw = need_x or need_sx, need_w or need_sw
         if r.grad in ("fp", "int8_sr"):
             gq = _fake_grad(gp, r.grad)
-            dxr = gq @ dequantize(_codes(pw), sw) if want_dx else None
-            dwr = gq.T @ dequantize(_codes(px), sx) if want_dw else None
+            dxr = gq @ dequantize(saved.w.codes, sw) if want_dx else None
+            dwr = gq.T @ dequantize(saved.x.codes, sx) if want_dw else None
         elif r.grad in ("int4_rtn", "int4_sr"):
             rounding = "nearest" if r.grad == "int4_rtn" else "stochastic"
-            dxr, dwr = int4_backward(gp, px, sx, pw, sw, rounding, want_dx, want_dw)
+            dxr, dwr = int4_backward(gp, saved, rounding, want_dx, want_dw)
         else:
-            dxr, dwr = lss_backward(gp, px, sx, pw, sw, N, r.lss, want_dx, want_dw)
+            dxr, dwr = lss_backward(gp, saved, N, r.lss, want_dx, want_dw)
         # dxr = dL/d(X_hat), the gradient at the fake-quantized rotated input; the STE passes
         # it through where XH was not clipped (I_X), then H^T = H undoes the rotation
-        ds_x = ds_w = None
+        ds_x = ds_w = mx = mw = None
         if r.uses_lsq:
             Dp = 2 * px.shape[1]
             numel_x, numel_w = N * (Dp if r.hadamard else D), C * (Dp if r.hadamard else D)
-            if need_sx:
-                zx = rotated(padded(xf, Np, r), r)
-                ds_x = _lsq_scale_grad(dxr, zx, _codes(px), s_x, numel_x).to(s_x.dtype)
-            if need_sw:
-                zw = rotated(padded(wf, Cp, r), r)
-                ds_w = _lsq_scale_grad(dwr, zw, _codes(pw), s_w, numel_w).to(s_w.dtype)
+            if r.lsq_grad == "2bit":
+                (mx, rx), (mw, rw) = lsq_unrecord(zx, (Np, Dp)), lsq_unrecord(zw, (Cp, Dp))
+                if need_sx:
+                    ds_x = _lsq_scale_grad_2bit(dxr, mx, rx, saved.x.codes, numel_x).to(s_x.dtype)
+                if need_sw:
+                    ds_w = _lsq_scale_grad_2bit(dwr, mw, rw, saved.w.codes, numel_w).to(s_w.dtype)
+            else:
+                mx, mw = _lsq_masks(zx, s_x.detach().float()), _lsq_masks(zw, s_w.detach().float())
+                if need_sx:
+                    ds_x = _lsq_scale_grad(dxr, zx, saved.x.codes, s_x, numel_x).to(s_x.dtype)
+                if need_sw:
+                    ds_w = _lsq_scale_grad(dwr, zw, saved.w.codes, s_w, numel_w).to(s_w.dtype)
         dx = dw = None
         if need_x:
             dzx = dxr * mx if mx is not None else dxr
@@ -351,9 +491,10 @@ class Int4Linear(nn.Linear):
         s_x = s_w = None
         if r.uses_lsq:
             with torch.no_grad():
-                # LSQ initialises (and warms up) its scale from the values it will round
-                s_x = self.x_quantizer.observe(self._lsq_view(x2))
-                s_w = self.w_quantizer.observe(self._lsq_view(self.weight))
+                # LSQ initialises (and warms up) its scale from the values it will round; after
+                # the warm-up it needs none, so they are rotated only while it looks
+                s_x = self.x_quantizer.observe(lambda: self._lsq_view(x2))
+                s_w = self.w_quantizer.observe(lambda: self._lsq_view(self.weight))
         y = Int4LinearFunction.apply(x2, self.weight, self.bias, s_x, s_w, r)
         return y.reshape(*x.shape[:-1], self.out_features)
 

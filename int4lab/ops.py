@@ -5,10 +5,13 @@ a kernel directly, so Int4Linear runs unchanged on the spec, the library's Trito
 learner's unlocked kernels; int4lab.last_ran(name) says which one ran. (The layers also use spec
 helpers that no kernel replaces: block_hadamard for the backward's rotation, LSQ's codes.)
 """
+import functools
+import types
+
 import torch
 from torch import Tensor
 
-from int4lab.exercises.registry import dispatch
+from int4lab.exercises.registry import dispatch, dispatch_trusted
 
 
 def vector_add(x: Tensor, y: Tensor) -> Tensor:
@@ -55,3 +58,13 @@ def lss_gather(codes: Tensor, probs: Tensor | None = None, seed: int | None = No
                other: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
     """Sample rows with keep-probabilities; gather kept rows -> (kept, kept_other, index, weight)."""
     return dispatch("lss_gather", codes, probs=probs, seed=seed, other=other)
+
+
+# The same operations for the layers, which pass tensors they made themselves (codes in range,
+# finite values, matching shapes): no validation at the call, and on the spec its trusted entry
+# (the same results, without the spec's own checks). Public callers use the functions above,
+# which validate once, at the boundary.
+trusted = types.SimpleNamespace(**{
+    name: functools.partial(dispatch_trusted, name)
+    for name in ("pack_int4", "unpack_int4", "quantize_int4", "int4_matmul", "hadamard_quantize",
+                 "bit_split", "lss_gather")})

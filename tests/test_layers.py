@@ -101,7 +101,7 @@ def test_recipe_errors_follow_the_papers_ordering():
 def test_backward_is_the_ste_of_the_quantized_forward(forward, block):
     """With dY in full precision the layer's gradients equal autograd through a fake-quant
     reference: mask in the rotated domain, then H^T, i.e. dX = s_W (I_X o dY W_hat) H^T."""
-    recipe = Recipe(forward=forward, grad="fp", lsq_warmup_steps=0)
+    recipe = Recipe(forward=forward, grad="fp", lsq_warmup_steps=0, lsq_grad="exact")
     torch.manual_seed(0)
     layer = Int4Linear(64, 16, recipe=recipe)
     x = torch.randn(12, 64)
@@ -371,3 +371,68 @@ def test_quantize_model_filter_fn_follows_torchaos_convention():
         int4lab.quantize_model(TinyLM(), skip=["wte"])
     with pytest.raises(TypeError, match="filter_fn must be callable"):
         int4lab.quantize_model(TinyLM(), filter_fn="blocks")
+
+
+@pytest.mark.parametrize("forward,block", [("int4_hq", 32), ("int4_lsq", 1)])
+def test_the_2bit_lsq_record_changes_only_the_step_size_gradient(forward, block):
+    """lsq_grad="2bit" keeps 2 bits a value instead of the fp32 rotated values: the output and
+    the STE gradients (the clip masks are exact) are the same; only LSQ's step-size gradients
+    differ (test below)."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 64)
+    x[:, 7] *= 20
+    out = {}
+    for mode in ("exact", "2bit"):
+        torch.manual_seed(1)
+        layer = Int4Linear(64, 48, recipe=Recipe(forward=forward, grad="fp", lsq_warmup_steps=0, lsq_grad=mode))
+        xi = x.clone().requires_grad_(True)
+        layer(xi)                                       # initialises the scales
+        with torch.no_grad():
+            layer.x_quantizer.scale.mul_(0.6)           # so that some values clip
+        y = layer(xi)
+        g = torch.randn_like(y, generator=torch.Generator().manual_seed(2))
+        out[mode] = [y.detach()] + list(torch.autograd.grad(
+            y, [xi, layer.weight, layer.x_quantizer.scale, layer.w_quantizer.scale], g))
+    for a, b in zip(out["exact"][:3], out["2bit"][:3]):
+        assert torch.equal(a, b)
+    assert not torch.equal(out["exact"][3], out["2bit"][3])
+
+
+def test_the_2bit_record_is_the_mask_and_the_remainder_within_a_sixth():
+    """lsq_record/lsq_unrecord: the clip mask exactly, the rounding remainder r = v - round(v)
+    to within 1/6 (three levels over [-1/2, 1/2]); so the 2-bit step-size gradient differs from
+    the exact one by at most grad_scale * (1/6) * sum over unclipped values of |dL/dfq|."""
+    from int4lab.layers import _lsq_scale_grad, _lsq_scale_grad_2bit, lsq_record, lsq_unrecord
+    from int4lab.spec.quantizers import QMAX, lsq_grad_scale
+    torch.manual_seed(0)
+    z, s = torch.randn(37, 30) * 3, torch.tensor(0.7)     # 1110 values: not a multiple of 4
+    v = z / s
+    inside, r_hat = lsq_unrecord(lsq_record(z, s), z.shape)
+    assert torch.equal(inside, ((v >= -7) & (v <= 7)).float()) and 0.05 < (1 - inside).mean() < 0.5
+    assert (r_hat[inside == 0] == 0).all()
+    inside = inside.bool()
+    r = v - torch.round(v)
+    assert ((r - r_hat).abs()[inside] <= 1 / 6 + 1e-6).all()
+    assert torch.allclose(r_hat[inside].unique(), torch.tensor([-1 / 3, 0.0, 1 / 3]))
+    codes = torch.round(v.clamp(-QMAX[4], QMAX[4]))
+    g = torch.randn_like(z)
+    exact = _lsq_scale_grad(g, z, codes, s, z.numel())
+    approx = _lsq_scale_grad_2bit(g, inside.float(), r_hat, codes, z.numel())
+    bound = lsq_grad_scale(z.numel()) / 6 * g.abs()[inside].sum()
+    assert (exact - approx).abs() <= bound and exact != approx
+
+
+@pytest.mark.parametrize("recipe, at_most", [("int4_hq_lss", 0.5), ("int4_lsq_sr", 0.5), ("int4_hq", 0.5),
+                                             ("int4_rtn", 0.3), ("int8", 0.55), ("fp32", 1.0)])
+def test_what_backward_keeps_against_a_bf16_linear(recipe, at_most):
+    """Saved for backward (counted with saved_tensors_hooks), bf16 input and weight: INT4 codes
+    packed, masks and LSQ's record in 2 bits, no fp32 copy of a bf16 tensor. nn.Linear keeps x
+    and W in bf16."""
+    from int4lab.perf.layer_counts import saved_bytes
+    torch.manual_seed(0)
+    x = torch.randn(512, 256, dtype=torch.bfloat16)
+    ref = saved_bytes(torch.nn.Linear(256, 256).to(torch.bfloat16), x)
+    assert ref == 2 * (512 * 256 + 256 * 256)
+    got = saved_bytes(Int4Linear(256, 256, recipe=recipe).to(torch.bfloat16), x)
+    print(f"{recipe}: {got / ref:.3f}x a bf16 nn.Linear")
+    assert got <= at_most * ref

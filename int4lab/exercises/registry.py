@@ -69,6 +69,7 @@ class Slot:
     spec: Callable
     triton: Optional[str]                 # "int4lab.kernels.module:function"
     validate: Callable = None             # raises ValueError/TypeError on bad input
+    trusted: Callable = None              # the spec without validation (dispatch_trusted)
     checks: list = dataclasses.field(default_factory=list)
     hints: list = dataclasses.field(default_factory=list)   # fn(args, kwargs, expected, got) -> str|None
     bench: Optional[Bench] = None
@@ -87,6 +88,7 @@ SLOTS: dict = {}
 _learner: dict = {}                       # name -> the learner's callable, once unlocked
 _looked_up: set = set()                   # names whose progress entry was read this process
 _last_ran: dict = {}                      # name -> "spec" | "triton" | "learner"
+_calls: dict = {}                         # (name, impl) -> calls so far in this process
 _state = threading.local()
 _global_mode = [os.environ.get("INT4LAB_IMPL", "auto") or "auto"]
 if _global_mode[0] not in MODES:
@@ -172,8 +174,32 @@ def dispatch(name: str, *args, **kwargs):
     if slot.validate is not None:
         slot.validate(*args, **kwargs)
     impl, fn = resolve(name)
-    _last_ran[name] = impl
+    _ran(name, impl)
     return fn(*args, **kwargs)
+
+
+def dispatch_trusted(name: str, *args, spec_extra: Optional[dict] = None, **kwargs):
+    """dispatch for callers that pass tensors they made themselves (the layers): no validation
+    here, and the spec's trusted entry (the same results, without its own checks), which also
+    gets `spec_extra` (what the caller has at hand, such as unpacked codes). A learner's or the
+    library's launcher still checks its input: it is called as it is."""
+    slot = get(name)
+    impl, fn = resolve(name)
+    _ran(name, impl)
+    if impl == "spec" and slot.trusted is not None:
+        return slot.trusted(*args, **kwargs, **(spec_extra or {}))
+    return fn(*args, **kwargs)
+
+
+def _ran(name, impl):
+    _last_ran[name] = impl
+    _calls[name, impl] = _calls.get((name, impl), 0) + 1
+
+
+def calls() -> dict:
+    """{(slot, implementation): how many calls ran it} so far in this process: the difference
+    of two snapshots says what ran in between (int4lab train counts each step so)."""
+    return dict(_calls)
 
 
 def last_ran(name: Optional[str] = None) -> Optional[str] | dict:

@@ -459,3 +459,19 @@ def main_from_args(args):
             f.write("\n")
         print(f"  wrote {path}")
     return 0
+
+
+def saved_bytes(layer, x):
+    """Bytes of the tensors autograd keeps between forward and backward for one call layer(x):
+    every tensor that reaches torch.autograd.graph.saved_tensors_hooks' pack hook, each storage
+    counted once (x itself counts when the layer saves it, as nn.Linear does)."""
+    import torch
+    seen = {}
+
+    def pack(t):
+        seen[(t.data_ptr(), t.dtype, tuple(t.shape))] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        layer(x.detach().clone().requires_grad_(True))
+    return sum(seen.values())

@@ -13,7 +13,7 @@ from collections import namedtuple
 
 import torch
 
-from int4lab.spec.packing import pack_int4
+from int4lab.spec.packing import pack_int4_trusted
 from int4lab.spec.quantizers import make_generator
 from int4lab.spec.validate import require_dtype, require_even_last_dim, require_finite, require_float
 
@@ -43,13 +43,20 @@ def bit_split(g, generator=None, clamp=BS_CLAMP):
     require_finite(g, "g")
     if clamp not in (6, 7):
         raise ValueError(f"clamp must be 6 (the released code) or 7 (exactly unbiased); got {clamp!r}")
+    return _bit_split(g, generator, clamp)
+
+
+def _bit_split(g, generator, clamp):
+    """bit_split on valid input."""
     gf = g.float()
     s = bit_split_scale(gf)
     v = gf * s
-    hi = torch.round(v / BS_STEP).clamp(-clamp, clamp)
+    # the same operations as hi = round(v / 14).clamp(...), lo = round(v - 14 hi + u).clamp(...),
+    # in place: fewer large temporaries, which on a CPU cost as much as the arithmetic
+    hi = (v / BS_STEP).round_().clamp_(-clamp, clamp)
     dev = generator.device if generator is not None else g.device
-    u = torch.rand(g.shape, generator=generator, device=dev).to(g.device) - 0.5
-    lo = torch.round(v - BS_STEP * hi + u).clamp(-clamp, clamp)
+    u = torch.rand(g.shape, generator=generator, device=dev).to(g.device).sub_(0.5)
+    lo = v.sub_(BS_STEP * hi).add_(u).round_().clamp_(-clamp, clamp)
     return BitSplit(hi.to(torch.int8), lo.to(torch.int8), (BS_STEP / s).float(), (1.0 / s).float())
 
 
@@ -93,8 +100,15 @@ def validate_bit_split(g, seed=None):
 def bit_split_spec(g, seed=None):
     """Slot "bit_split": g (N, C) float -> (hi packed (N, C/2) uint8, lo packed, scale_hi, scale_lo)."""
     validate_bit_split(g, seed)
-    bs = bit_split(g, generator=make_generator(seed))
-    return pack_int4(bs.hi), pack_int4(bs.lo), bs.scale_hi, bs.scale_lo
+    return bit_split_trusted(g, seed)
+
+
+def bit_split_trusted(g, seed=None, return_codes=False):
+    """bit_split_spec without validation (for the layers, on tensors they made); with
+    return_codes, the int8 codes hi and lo follow the four results."""
+    bs = _bit_split(g, make_generator(seed), BS_CLAMP)
+    out = (pack_int4_trusted(bs.hi), pack_int4_trusted(bs.lo), bs.scale_hi, bs.scale_lo)
+    return out + (bs.hi, bs.lo) if return_codes else out
 
 
 # ---- leverage score sampling --------------------------------------------------------------
@@ -114,20 +128,29 @@ def lss_probabilities(norms, budget, max_iter=100):
         raise ValueError("norms must be non-negative")
     if not budget > 0:
         raise ValueError(f"budget must be positive, got {budget}")
+    return lss_probabilities_trusted(norms, budget, max_iter)
+
+
+def lss_probabilities_trusted(norms, budget, max_iter=100):
+    """lss_probabilities without validation (norms 1-D, finite, >= 0; budget > 0)."""
     n = norms.double()
     nonzero = n > 0
     p = torch.zeros_like(n)
     if budget >= int(nonzero.sum()):
         return nonzero.float()
     clipped = torch.zeros_like(nonzero)
+    k = 0                                   # how many are clipped
     for _ in range(max_iter):
         free = nonzero & ~clipped
-        p = torch.where(clipped, torch.ones_like(n), torch.zeros_like(n))
-        p[free] = n[free] * (budget - int(clipped.sum())) / n[free].sum()
+        # the free ones get n_i (budget - k) / sum of the free n (summed over them alone), the
+        # clipped 1, the zeros 0
+        p = torch.where(free, n * (budget - k) / n[free].sum(), clipped.to(n.dtype))
         newly = free & (p >= 1)
-        if not newly.any():
+        n_new = int(newly.sum())
+        if not n_new:
             break
         clipped |= newly
+        k += n_new
     return p.clamp(max=1).float()
 
 
@@ -236,6 +259,11 @@ def lss_gather_spec(codes, probs=None, seed=None, other=None):
     weight 1. index is int64, ascending; weight fp32.
     """
     validate_lss_gather(codes, probs, seed, other)
+    return lss_gather_trusted(codes, probs, seed, other)
+
+
+def lss_gather_trusted(codes, probs=None, seed=None, other=None):
+    """lss_gather_spec without validation (for the layers, on tensors they made)."""
     if probs is None:
         keep = (codes != 0).any(dim=1)          # a zero code packs to a zero nibble, so a zero byte
     else:

@@ -11,7 +11,12 @@ import math
 
 import torch
 
-from int4lab.spec.quantizers import dequantize, quantize, quantize_int4_spec, validate_quantize_int4
+from int4lab.spec.quantizers import (
+    dequantize,
+    quantize,
+    quantize_int4_trusted,
+    validate_quantize_int4,
+)
 from int4lab.spec.validate import require_divisible, require_finite, require_float, require_power_of_two
 
 
@@ -40,10 +45,28 @@ def _require_blocks(x, block_size):
 def block_hadamard(x: torch.Tensor, block_size: int = 32) -> torch.Tensor:
     """x @ BlockDiag(H, ..., H) along the last dim. H is orthonormal and symmetric: applying it twice is x."""
     _require_blocks(x, block_size)
+    return block_hadamard_trusted(x, block_size)
+
+
+_H_CACHE: dict = {}
+
+
+def _cached_hadamard(n, dtype, device):
+    """hadamard_matrix(n), built once per (n, dtype, device): a layer rotates every step. The
+    cached tensor is only ever read (an operand of @)."""
+    key = (n, dtype, torch.device(device) if device is not None else torch.device("cpu"))
+    H = _H_CACHE.get(key)
+    if H is None:
+        H = _H_CACHE[key] = hadamard_matrix(n, dtype=dtype, device=device)
+    return H
+
+
+def block_hadamard_trusted(x, block_size=32):
+    """block_hadamard without validation (x float, last dim a multiple of the power-of-two block)."""
     K = x.shape[-1]
     # fp16/bf16 rotate in fp32: the sums of 32 terms would lose the small channels otherwise
     work = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    H = hadamard_matrix(block_size, dtype=work, device=x.device)
+    H = _cached_hadamard(block_size, work, x.device)
     blocks = x.to(work).reshape(*x.shape[:-1], K // block_size, block_size)
     return (blocks @ H).reshape(x.shape).to(x.dtype)
 
@@ -57,8 +80,17 @@ def validate_hadamard_quantize(x, block_size=32, granularity="row", scale=None):
 def hadamard_quantize_spec(x, block_size=32, granularity="row", scale=None):
     """Slot "hadamard_quantize": INT4 round-to-nearest of x @ BlockDiag(H), packed: (packed, scales)."""
     validate_hadamard_quantize(x, block_size, granularity, scale)
-    return quantize_int4_spec(block_hadamard(x, block_size), granularity=granularity,
-                              rounding="nearest", scale=scale)
+    return hadamard_quantize_trusted(x, block_size, granularity, scale)
+
+
+def hadamard_quantize_trusted(x, block_size=32, granularity="row", scale=None, rotated=None,
+                              return_codes=False):
+    """hadamard_quantize_spec without validation (for the layers, on tensors they made);
+    `rotated`: block_hadamard(x, block_size), when the caller already has it; return_codes as
+    quantize_int4_trusted."""
+    xh = block_hadamard_trusted(x, block_size) if rotated is None else rotated
+    return quantize_int4_trusted(xh, granularity=granularity, rounding="nearest", scale=scale,
+                                 return_codes=return_codes)
 
 
 def hq_fake_quantize(x, block_size=32):

@@ -25,14 +25,30 @@ def validate_unpack(p):
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
     """(..., K) int8 in [-8, 7] -> (..., K/2) uint8: low nibble = q[..., 2j], high = q[..., 2j+1]."""
     validate_pack(q)
-    u = q.to(torch.int16) & 0xF                    # two's complement nibble, 0..15
-    return (u[..., 0::2] | (u[..., 1::2] << 4)).to(torch.uint8)
+    return pack_int4_trusted(q)
 
 
 def unpack_int4(p: torch.Tensor) -> torch.Tensor:
     """(..., K/2) uint8 -> (..., K) int8, each nibble sign-extended (8..15 -> -8..-1)."""
     validate_unpack(p)
-    b = p.to(torch.int16)
-    lo, hi = b & 0xF, (b >> 4) & 0xF
-    q = torch.stack((lo, hi), dim=-1).reshape(*p.shape[:-1], 2 * p.shape[-1])
-    return torch.where(q >= 8, q - 16, q).to(torch.int8)
+    return unpack_int4_trusted(p)
+
+
+# The trusted entries: the same results for input that is already known to be valid (the layers
+# pass codes they made themselves), computed in int8 without widening: q & 0xF is the nibble
+# (two's complement), and q << 4 wraps in int8 to exactly the byte's high nibble. Unpacking
+# shifts in int8, which is arithmetic: (b << 4) >> 4 sign-extends the low nibble and b >> 4 the
+# high one. (Lesson 01 widens to int32 instead, which is clearer and the same bits.)
+
+def pack_int4_trusted(q: torch.Tensor) -> torch.Tensor:
+    """pack_int4 without validation: q must be int8 in [-8, 7] with an even last dim."""
+    return ((q[..., 0::2] & 0xF) | (q[..., 1::2] << 4)).view(torch.uint8)
+
+
+def unpack_int4_trusted(p: torch.Tensor) -> torch.Tensor:
+    """unpack_int4 without validation: p must be uint8 with at least one dim."""
+    b = p.view(torch.int8)
+    q = torch.empty(*p.shape[:-1], 2 * p.shape[-1], dtype=torch.int8, device=p.device)
+    q[..., 0::2] = (b << 4) >> 4
+    q[..., 1::2] = b >> 4
+    return q

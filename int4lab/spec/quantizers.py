@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn as nn
 
-from int4lab.spec.packing import pack_int4, unpack_int4
+from int4lab.spec.packing import pack_int4_trusted, unpack_int4_trusted
 from int4lab.spec.validate import require_dtype, require_even_last_dim, require_finite, require_float, require_tensor
 
 # Symmetric ranges, as the paper's text: Q_N = Q_P = 7 for INT4. The released code clamps to
@@ -104,17 +104,28 @@ def quantize(x: torch.Tensor, bits: int = 4, granularity: str = "tensor", block_
     _check_choice(rounding, ROUNDINGS, "rounding")
     if granularity != "tensor" and x.dim() == 0:
         raise ValueError(f"granularity {granularity!r} needs at least one dimension; x is 0-dim")
+    return _quantize(x, bits, granularity, block_size, rounding, generator,
+                     None if scale is None else _as_scale(scale))
+
+
+def _quantize(x, bits, granularity, block_size, rounding, generator, scale):
+    """quantize() on valid input; scale None or a positive finite fp32 0-dim tensor."""
     qmax = QMAX[bits]
     xf = x.float()
     amax = group_absmax(xf, granularity, block_size)
     if scale is None:
         scales = absmax_scale(amax, qmax)
     else:
-        scales = _as_scale(scale).to(x.device).expand(amax.shape).clone()
+        scales = scale.to(x.device).expand(amax.shape).clone()
     v = xf / _expand(scales, xf, granularity)
-    v = round_nearest(v) if rounding == "nearest" else round_stochastic(v, generator)
+    # round_nearest / round_stochastic, in place on v (a large temporary less)
+    if rounding == "nearest":
+        v.round_()
+    else:
+        dev = generator.device if generator is not None else v.device
+        v.add_(torch.rand(v.shape, generator=generator, device=dev, dtype=torch.float32).to(v.device)).floor_()
     # clamp after rounding too: fp32 division can land a hair above Q (7.0000005 -> floor(v+u) = 8)
-    codes = v.clamp(-qmax, qmax).to(torch.int8)
+    codes = v.clamp_(-qmax, qmax).to(torch.int8)
     return codes, scales
 
 
@@ -176,10 +187,19 @@ def validate_quantize_int4(x, granularity="row", block_size=32, rounding="neares
 def quantize_int4_spec(x, granularity="row", block_size=32, rounding="nearest", seed=None, scale=None):
     """INT4 quantize then pack (slot "quantize_int4"): (..., K) float -> ((..., K/2) uint8, fp32 scales)."""
     validate_quantize_int4(x, granularity, block_size, rounding, seed, scale)
+    return quantize_int4_trusted(x, granularity, block_size, rounding, seed, scale)
+
+
+def quantize_int4_trusted(x, granularity="row", block_size=32, rounding="nearest", seed=None, scale=None,
+                          return_codes=False):
+    """quantize_int4_spec without validation (for the layers, on tensors they made); with
+    return_codes, (packed, scales, the int8 codes) (a GEMM on the spec multiplies codes)."""
     gen = make_generator(seed) if rounding == "stochastic" else None
-    codes, scales = quantize(x, bits=4, granularity=granularity, block_size=block_size,
-                             rounding=rounding, generator=gen, scale=scale)
-    return pack_int4(codes), scales
+    if scale is not None:
+        scale = scale.detach().float() if isinstance(scale, torch.Tensor) else torch.tensor(float(scale))
+    codes, scales = _quantize(x, 4, granularity, block_size, rounding, gen, scale)
+    packed = pack_int4_trusted(codes)
+    return (packed, scales, codes) if return_codes else (packed, scales)
 
 
 # ---- registry slot "int4_matmul" ------------------------------------------------------------
@@ -212,9 +232,34 @@ def int4_matmul_spec(a, a_scale, b, b_scale, out_dtype=torch.float32):
     out_dtype=torch.int32 returns the raw integer product, no scales.
     """
     validate_int4_matmul(a, a_scale, b, b_scale, out_dtype)
-    # fp64 sums of |q| <= 8 products are exact integers (below 2**53), and fp64 matmul runs on
-    # every device, unlike int64 matmul, which CUDA lacks.
-    acc = unpack_int4(a).double() @ unpack_int4(b).double().T
+    return int4_matmul_trusted(a, a_scale, b, b_scale, out_dtype)
+
+
+def exact_float_dtype(K, bound=64):
+    """The float dtype in which a sum of K integer products, each at most `bound` in size, is
+    exact whatever the summation order: fp32 while K * bound <= 2**24 (every partial sum is an
+    integer fp32 holds), else fp64 (2**53). fp32 only at full fp32 matmul precision: "high" or
+    "medium" let torch use TF32 or bf16 inside a float32 matmul."""
+    if K * bound <= 2**24 and torch.get_float32_matmul_precision() == "highest":
+        return torch.float32
+    return torch.float64
+
+
+def _integer_gemm(qa, qb):
+    """qa @ qb^T for int8 code matrices, exactly: torch._int_mm (int8 in, int32 sums: exact for
+    K < 2**25) on the CPU, where it runs on every shape; else a float GEMM in which the integer
+    sums are exact (exact_float_dtype: int64 matmul does not exist on CUDA)."""
+    if qa.device.type == "cpu" and hasattr(torch, "_int_mm") and qa.shape[1] < 2**25:
+        return torch._int_mm(qa, qb.T)
+    work = exact_float_dtype(qa.shape[1])
+    return qa.to(work) @ qb.to(work).T
+
+
+def int4_matmul_trusted(a, a_scale, b, b_scale, out_dtype=torch.float32, a_codes=None, b_codes=None):
+    """int4_matmul_spec without validation; a_codes, b_codes: their unpacked codes, if at hand."""
+    qa = unpack_int4_trusted(a) if a_codes is None else a_codes
+    qb = unpack_int4_trusted(b) if b_codes is None else b_codes
+    acc = _integer_gemm(qa, qb)
     if out_dtype == torch.int32:
         return acc.to(torch.int64).to(torch.int32)
     b_s = b_scale.float().reshape(1, -1) if b_scale.dim() else b_scale.float()
@@ -307,10 +352,11 @@ class LSQQuantizer(nn.Module):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     def observe(self, x):
-        """Update the scale per the init/warm-up rule for this batch x and return the parameter."""
+        """Update the scale per the init/warm-up rule for this batch x and return the parameter.
+        x may be a callable returning the batch: it is called only when the rule needs it."""
         if not bool(self.initialized) or (self.training and int(self.steps) < self.warmup_steps):
             with torch.no_grad():
-                self.scale.copy_(lsq_init_scale(x, self.qmax))
+                self.scale.copy_(lsq_init_scale(x() if callable(x) else x, self.qmax))
                 self.initialized.fill_(True)
         if self.training:
             self.steps += 1

@@ -29,7 +29,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from int4lab import runtime
-from int4lab.exercises.registry import last_ran, resolve, use
+from int4lab.exercises.registry import calls, resolve, use
 from int4lab.layers import RECIPES, get_recipe, quantize_model
 from int4lab.runtime import replace_atomically
 from int4lab.training import data as D
@@ -358,6 +358,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
         for g in optimizer.param_groups:
             g["lr"] = get_lr(step, cfg) * g.get("lr_scale", 1.0)
         x, y = (t.to(device) for t in get_batch(cfg, dataset, step, rank, world))
+        called = calls() if record else None
         _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -375,7 +376,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
         optimizer.step()
         step += 1
         if record:
-            record_ran(result.ran)
+            record_ran(result.ran, called)
         if step <= sync_until:
             with torch.no_grad():
                 for p in raw.parameters():
@@ -400,14 +401,13 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     return result
 
 
-def record_ran(ran):
-    """Add one step to ran ({slot: {impl: steps}}) from int4lab.last_ran(): every slot a step of
-    an INT4 model calls is called the same way throughout the step. Exact in a fresh process
-    (`int4lab train`); in a session, a slot that ran before training and not during it would
-    show its old entry too."""
-    for slot, impl in last_ran().items():
-        counts = ran.setdefault(slot, {})
-        counts[impl] = counts.get(impl, 0) + 1
+def record_ran(ran, before):
+    """Add one step to ran ({slot: {impl: steps}}): each (slot, implementation) that was called
+    since the snapshot `before` (registry.calls() at the step's start)."""
+    for (slot, impl), n in calls().items():
+        if n > before.get((slot, impl), 0):
+            counts = ran.setdefault(slot, {})
+            counts[impl] = counts.get(impl, 0) + 1
 
 
 def save_checkpoint(path, state):
@@ -596,7 +596,7 @@ def format_ran(results):
     if not total:
         return ""
     width = max(map(len, total))
-    lines = ["what ran the INT4 operations during training (int4lab.last_ran, per step):"]
+    lines = ["what ran the INT4 operations during training (steps that called each one):"]
     for slot in sorted(total):
         parts = [f"{impl} ({IMPL_ABOUT.get(impl, impl)}) {n} step{'s' if n > 1 else ''}"
                  for impl, n in sorted(total[slot].items(), key=lambda kv: -kv[1])]

@@ -25,7 +25,9 @@ from int4lab.spec.gradients import (
     BS_STEP,
     bit_split_scale,
     bit_split_spec,
+    bit_split_trusted,
     lss_gather_spec,
+    lss_gather_trusted,
     validate_bit_split,
     validate_lss_gather,
 )
@@ -507,7 +509,7 @@ def _bench_lss_make(rows, device):
 
 
 register(Slot(
-    name="bit_split", spec=bit_split_spec, triton="int4lab.kernels.bit_split:bit_split",
+    name="bit_split", spec=bit_split_spec, trusted=bit_split_trusted, triton="int4lab.kernels.bit_split:bit_split",
     validate=validate_bit_split, lesson="06", stochastic=True, checks=_bit_split_checks(),
     hints=[_hint_bs_scales, _hint_bs_nibbles, _hint_bs_ties, _hint_bs_local_max, _hint_bs_lo],
     # memory-bound: the work is what the split must move, read g once (bf16) and write two
@@ -518,7 +520,7 @@ register(Slot(
 ))
 
 register(Slot(
-    name="lss_gather", spec=lss_gather_spec, triton="int4lab.kernels.lss_gather:lss_gather",
+    name="lss_gather", spec=lss_gather_spec, trusted=lss_gather_trusted, triton="int4lab.kernels.lss_gather:lss_gather",
     validate=validate_lss_gather, lesson="06", stochastic=True, checks=_lss_checks(),
     hints=[_hint_lss_index_dtype, _hint_lss_weight, _hint_lss_positions, _hint_lss_nonzero,
            _hint_lss_frequency],

@@ -11,7 +11,13 @@ import torch
 from int4lab.exercises import compare
 from int4lab.exercises.registry import Bench, Check, Mismatch, Slot, register
 from int4lab.exercises.slots.common import ODD_ROWS, generator, hint_swapped_nibbles, noncontiguous, packed_pair_hint
-from int4lab.spec.hadamard import block_hadamard, hadamard_matrix, hadamard_quantize_spec, validate_hadamard_quantize
+from int4lab.spec.hadamard import (
+    block_hadamard,
+    hadamard_matrix,
+    hadamard_quantize_spec,
+    hadamard_quantize_trusted,
+    validate_hadamard_quantize,
+)
 from int4lab.spec.packing import unpack_int4
 from int4lab.spec.quantizers import QMAX, dequantize
 
@@ -250,7 +256,7 @@ def _checks():
 
 
 register(Slot(
-    name="hadamard_quantize", spec=hadamard_quantize_spec,
+    name="hadamard_quantize", spec=hadamard_quantize_spec, trusted=hadamard_quantize_trusted,
     triton="int4lab.kernels.hadamard_quantize:hadamard_quantize",
     validate=validate_hadamard_quantize, lesson="04", checks=_checks(),
     hints=[_hint_structure, _hint_zero_rows, _hint_unnormalized, _hint_unrotated_scale,

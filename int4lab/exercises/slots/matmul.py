@@ -15,7 +15,7 @@ from int4lab.exercises import compare
 from int4lab.exercises.registry import Bench, Check, Slot, register
 from int4lab.exercises.slots.common import generator, noncontiguous
 from int4lab.spec.packing import pack_int4, unpack_int4
-from int4lab.spec.quantizers import int4_matmul_spec, validate_int4_matmul
+from int4lab.spec.quantizers import int4_matmul_spec, int4_matmul_trusted, validate_int4_matmul
 
 # relative tolerance per output dtype: a correct kernel matches the spec exactly on the CPU
 # (same fp32 products, same order); a few ulps leave room for another order of the scales.
@@ -362,7 +362,7 @@ def _bf16_mm(a, a_scale, b, b_scale, out_dtype=torch.bfloat16):
 
 
 register(Slot(
-    name="int4_matmul", spec=int4_matmul_spec, validate=validate_int4_matmul,
+    name="int4_matmul", spec=int4_matmul_spec, trusted=int4_matmul_trusted, validate=validate_int4_matmul,
     triton="int4lab.kernels.int4_matmul:int4_matmul", lesson="03", checks=_checks(),
     hints=[_hint_shape, _hint_dtype, _hint_codes, _hint_k_tail, _hint_scales, _hint_edges,
            _hint_strides],

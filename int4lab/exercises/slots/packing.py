@@ -4,7 +4,14 @@ import torch
 from int4lab.exercises import compare
 from int4lab.exercises.registry import Bench, Check, Slot, register
 from int4lab.exercises.slots.common import ODD_ROWS, int4_codes, noncontiguous
-from int4lab.spec.packing import pack_int4, unpack_int4, validate_pack, validate_unpack
+from int4lab.spec.packing import (
+    pack_int4,
+    pack_int4_trusted,
+    unpack_int4,
+    unpack_int4_trusted,
+    validate_pack,
+    validate_unpack,
+)
 
 # (name, shape, hidden). Last dims of 2, 34 and 130 are not multiples of any power-of-two
 # block, so a kernel whose last block is unmasked fails them.
@@ -89,7 +96,7 @@ def _hint_order(args, kwargs, expected, got):
 
 
 register(Slot(
-    name="pack_int4", spec=pack_int4, triton="int4lab.kernels.pack_int4:pack_int4",
+    name="pack_int4", spec=pack_int4, trusted=pack_int4_trusted, triton="int4lab.kernels.pack_int4:pack_int4",
     validate=validate_pack, lesson="01", checks=_pack_checks(),
     hints=[_hint_pack_dtype, _hint_nibbles],
     bench=Bench(make=lambda n, d: ((int4_codes((n, n), 0, d),), {}),
@@ -98,7 +105,7 @@ register(Slot(
 ))
 
 register(Slot(
-    name="unpack_int4", spec=unpack_int4, triton="int4lab.kernels.unpack_int4:unpack_int4",
+    name="unpack_int4", spec=unpack_int4, trusted=unpack_int4_trusted, triton="int4lab.kernels.unpack_int4:unpack_int4",
     validate=validate_unpack, lesson="01", checks=_unpack_checks(),
     hints=[_hint_sign, _hint_order],
     bench=Bench(make=lambda n, d: ((pack_int4(int4_codes((n, n), 0, d)),), {}),

@@ -13,7 +13,7 @@ from int4lab.exercises import compare
 from int4lab.exercises.registry import Bench, Check, Mismatch, Slot, register
 from int4lab.exercises.slots.common import ODD_ROWS, generator, hint_swapped_nibbles, noncontiguous, packed_pair_hint
 from int4lab.spec.packing import unpack_int4
-from int4lab.spec.quantizers import QMAX, dequantize, quantize_int4_spec, validate_quantize_int4
+from int4lab.spec.quantizers import QMAX, dequantize, quantize_int4_spec, quantize_int4_trusted, validate_quantize_int4
 
 Z_MAX = 7.0          # a correlation this many standard deviations out fails (p ~ 1e-11 per pair)
 
@@ -315,7 +315,8 @@ def _checks():
 
 
 register(Slot(
-    name="quantize_int4", spec=quantize_int4_spec, triton="int4lab.kernels.quantize_int4:quantize_int4",
+    name="quantize_int4", spec=quantize_int4_spec, trusted=quantize_int4_trusted,
+    triton="int4lab.kernels.quantize_int4:quantize_int4",
     validate=validate_quantize_int4, lesson="02", checks=_checks(),
     hints=[_hint_structure, hint_swapped_nibbles, _hint_zero_group, _hint_qmax, _hint_ties, _hint_clamp,
            _hint_truncation],
