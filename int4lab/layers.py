@@ -47,10 +47,10 @@ class Recipe:
     grad:    fp (dY in full precision, the STE) | int8_sr | int4_rtn | int4_sr (per-tensor dY,
              round-to-nearest or stochastic) | bs_lss (bit splitting + leverage score sampling)
     hq_scale: HQ's per-tensor scale, "lsq" (learned, as the paper) or "max" (max|XH| / 7).
-    lsq_grad: what backward keeps for a learned scale's gradient: "2bit" (for each value, whether
-         it was clipped and its rounding remainder to one of three levels: 2 bits, so the saved
-         activations stay under half a bf16 Linear's) or "exact" (the rotated fp32 values, 4 bytes
-         each; the reference the 2-bit record approximates).
+    lsq_grad: what backward keeps for a learned scale's gradient: "exact" (the rotated fp32
+         values, 4 bytes each) or "2bit" (for each value, whether it was clipped and its rounding
+         remainder to one of three levels: 2 bits, so the saved activations stay under half a bf16
+         Linear's; an approximation with a measured accuracy cost, docs/RESULTS.md).
     lss: "sample" (the paper's unbiased sampling) or "nonzero" (the released kernels: keep every
          non-zero row, no reweighting).
     """
@@ -61,7 +61,7 @@ class Recipe:
     lss: str = "sample"
     hq_scale: str = "lsq"
     lsq_warmup_steps: int = 10
-    lsq_grad: str = "2bit"
+    lsq_grad: str = "exact"
 
     def __post_init__(self):
         for value, choices, what in ((self.forward, FORWARDS, "forward"), (self.grad, GRADS, "grad"),

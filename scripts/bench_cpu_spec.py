@@ -30,10 +30,15 @@ def memory(recipes, tokens=4096, d=1024):
     from int4lab.perf.layer_counts import saved_bytes
     ref = saved_bytes(torch.nn.Linear(d, d).to(torch.bfloat16), x)
     out = {"tokens": tokens, "in": d, "out": d, "bf16_linear_bytes": ref, "recipes": {}}
+    from dataclasses import replace
+
+    from int4lab.layers import get_recipe
     with int4lab.use("spec"):
         for name in recipes:
-            b = saved_bytes(Int4Linear(d, d, recipe=name).to(torch.bfloat16), x)
-            out["recipes"][name] = {"bytes": b, "ratio": b / ref}
+            recipe = get_recipe(name)
+            for mode in ("exact", "2bit") if recipe.uses_lsq else ("exact",):
+                b = saved_bytes(Int4Linear(d, d, recipe=replace(recipe, lsq_grad=mode)).to(torch.bfloat16), x)
+                out["recipes"][name + (" lsq_grad=2bit" if mode == "2bit" else "")] = {"bytes": b, "ratio": b / ref}
     return out
 
 
@@ -103,7 +108,7 @@ def main(argv=None):
     print(f"saved for backward, {sv['tokens']} tokens, {sv['in']} -> {sv['out']}, bf16: nn.Linear "
           f"{sv['bf16_linear_bytes'] / 2**20:.2f} MiB")
     for name, r in sv["recipes"].items():
-        print(f"  {name:12} {r['bytes'] / 2**20:7.2f} MiB  {r['ratio']:.2f}x")
+        print(f"  {name:26} {r['bytes'] / 2**20:7.2f} MiB  {r['ratio']:.2f}x")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)

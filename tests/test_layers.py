@@ -422,17 +422,23 @@ def test_the_2bit_record_is_the_mask_and_the_remainder_within_a_sixth():
     assert (exact - approx).abs() <= bound and exact != approx
 
 
-@pytest.mark.parametrize("recipe, at_most", [("int4_hq_lss", 0.5), ("int4_lsq_sr", 0.5), ("int4_hq", 0.5),
-                                             ("int4_rtn", 0.3), ("int8", 0.55), ("fp32", 1.0)])
-def test_what_backward_keeps_against_a_bf16_linear(recipe, at_most):
+@pytest.mark.parametrize("recipe, lsq_grad, at_most", [
+    ("int4_hq_lss", "2bit", 0.5), ("int4_lsq_sr", "2bit", 0.5), ("int4_hq", "2bit", 0.5),
+    ("int4_hq_lss", "exact", 2.8), ("int4_rtn", "exact", 0.3), ("int8", "exact", 0.55), ("fp32", "exact", 1.0)])
+def test_what_backward_keeps_against_a_bf16_linear(recipe, lsq_grad, at_most):
     """Saved for backward (counted with saved_tensors_hooks), bf16 input and weight: INT4 codes
-    packed, masks and LSQ's record in 2 bits, no fp32 copy of a bf16 tensor. nn.Linear keeps x
-    and W in bf16."""
+    packed, no fp32 copy of a bf16 tensor; with a learned LSQ scale, the rotated fp32 values
+    ("exact", the default) or their 2-bit record with the clip masks. nn.Linear keeps x and W
+    in bf16."""
+    import dataclasses
+
+    from int4lab.layers import get_recipe
     from int4lab.perf.layer_counts import saved_bytes
     torch.manual_seed(0)
     x = torch.randn(512, 256, dtype=torch.bfloat16)
     ref = saved_bytes(torch.nn.Linear(256, 256).to(torch.bfloat16), x)
     assert ref == 2 * (512 * 256 + 256 * 256)
-    got = saved_bytes(Int4Linear(256, 256, recipe=recipe).to(torch.bfloat16), x)
-    print(f"{recipe}: {got / ref:.3f}x a bf16 nn.Linear")
+    r = dataclasses.replace(get_recipe(recipe), lsq_grad=lsq_grad)
+    got = saved_bytes(Int4Linear(256, 256, recipe=r).to(torch.bfloat16), x)
+    print(f"{recipe} ({lsq_grad}): {got / ref:.3f}x a bf16 nn.Linear")
     assert got <= at_most * ref
