@@ -675,6 +675,10 @@ def main(argv=None):
         plot_history(results, out / "loss_curves.png")
         print(f"wrote {out / 'results.json'} and {out / 'loss_curves.png'}")
     if dist.is_initialized():
+        # tear down together: a rank that leaves while rank 0 still writes the results can die
+        # in gloo's threads at exit ("terminate called without an active exception", seen once
+        # in CI under load)
+        dist.barrier()
         dist.destroy_process_group()
     return 0
 
