@@ -47,10 +47,11 @@ class Recipe:
     grad:    fp (dY in full precision, the STE) | int8_sr | int4_rtn | int4_sr (per-tensor dY,
              round-to-nearest or stochastic) | bs_lss (bit splitting + leverage score sampling)
     hq_scale: HQ's per-tensor scale, "lsq" (learned, as the paper) or "max" (max|XH| / 7).
-    lsq_grad: what backward keeps for a learned scale's gradient: "exact" (the rotated fp32
-         values, 4 bytes each) or "2bit" (for each value, whether it was clipped and its rounding
-         remainder to one of three levels: 2 bits, so the saved activations stay under half a bf16
-         Linear's; an approximation with a measured accuracy cost, docs/RESULTS.md).
+    lsq_grad: what backward keeps for a learned scale's gradient: "2bit" (the default: for each
+         value 2 bits, its rounding remainder stochastically rounded to one of four levels, or
+         "clipped"; with the INT4 codes a layer keeps 0.38x a bf16 nn.Linear's bytes, and the
+         gradient is unbiased; its accuracy cost, measured, is in docs/RESULTS.md) or "exact"
+         (the rotated fp32 values, 4 bytes each: 2.25x).
     lss: "sample" (the paper's unbiased sampling) or "nonzero" (the released kernels: keep every
          non-zero row, no reweighting).
     """
@@ -61,7 +62,7 @@ class Recipe:
     lss: str = "sample"
     hq_scale: str = "lsq"
     lsq_warmup_steps: int = 10
-    lsq_grad: str = "exact"
+    lsq_grad: str = "2bit"
 
     def __post_init__(self):
         for value, choices, what in ((self.forward, FORWARDS, "forward"), (self.grad, GRADS, "grad"),
@@ -134,11 +135,6 @@ def _codes(packed):
     return ops.trusted.unpack_int4(packed)
 
 
-def _packed_t(codes):
-    """Pack the transpose of an int8 code matrix: repack an operand along its other dim."""
-    return ops.trusted.pack_int4(codes.T.contiguous())
-
-
 def _even_rows(t):
     return _pad2(t, _round_up(t.shape[0], 2), t.shape[1])
 
@@ -189,21 +185,27 @@ class Int4:
         return self._codes
 
     def t(self):
-        """The transpose, packed along the other dim (a backward GEMM reduces over it)."""
-        return Int4(codes=self.codes.T.contiguous())
+        """The transpose, packed along the other dim (a backward GEMM reduces over it). Its codes
+        are a transposed view, not a copy: the spec's integer GEMM takes any layout, and packing
+        reads the view (a kernel gets contiguous packed bytes either way)."""
+        return Int4(codes=self.codes.T)
 
     def even_rows(self):
         """Zero-padded to an even number of rows (so that its transpose packs)."""
         return Int4(codes=_even_rows(self.codes))
 
 
+def _on_spec(name):
+    return registry.resolve(name)[0] == "spec"
+
+
 def _quantized(name, *args, **kwargs):
     """(Int4, scales) from ops.trusted.<name> (quantize_int4 or hadamard_quantize); on the spec
-    with its codes too, which a spec GEMM multiplies without unpacking."""
-    if registry.resolve(name)[0] == "spec" and registry.resolve("int4_matmul")[0] == "spec":
-        extra = {**kwargs.pop("spec_extra", {}), "return_codes": True}
-        packed, scales, codes = getattr(ops.trusted, name)(*args, **kwargs, spec_extra=extra)
-        return Int4(packed, codes), scales
+    (with the spec's GEMM) as codes, which that GEMM multiplies: nothing packed unless kept."""
+    if _on_spec(name) and _on_spec("int4_matmul"):
+        extra = {**kwargs.pop("spec_extra", {}), "as_codes": True}
+        codes, scales = getattr(ops.trusted, name)(*args, **kwargs, spec_extra=extra)
+        return Int4(codes=codes), scales
     packed, scales = getattr(ops.trusted, name)(*args, **kwargs)
     return Int4(packed), scales
 
@@ -211,16 +213,25 @@ def _quantized(name, *args, **kwargs):
 def _matmul(a, a_scale, b, b_scale):
     """ops.int4_matmul of two Int4 operands, as codes on the spec (int4_matmul_trusted takes
     them), as packed bytes on a kernel."""
-    if registry.resolve("int4_matmul")[0] == "spec":
+    if _on_spec("int4_matmul"):
         return ops.trusted.int4_matmul(None, a_scale, None, b_scale,
                                        spec_extra={"a_codes": a.codes, "b_codes": b.codes})
     return ops.trusted.int4_matmul(a.packed, a_scale, b.packed, b_scale)
 
 
+def _gather(rows, probs, other=None):
+    """ops.lss_gather of Int4 rows: (kept rows as Int4, other's kept rows, index, weight). The
+    spec's gather selects rows of codes (nothing packed); a kernel's, packed bytes."""
+    if _on_spec("lss_gather"):
+        kept, kept_other, idx, weight = ops.trusted.lss_gather(rows.codes, probs, seed=_seed(), other=other)
+        return Int4(codes=kept), kept_other, idx, weight
+    kept, kept_other, idx, weight = ops.trusted.lss_gather(rows.packed, probs, seed=_seed(), other=other)
+    return Int4(kept), kept_other, idx, weight
+
+
 def int4_backward(g, saved, rounding, need_dx=True, need_dw=True):
     """dY quantized per tensor to INT4, then dX~ = dY W_hat and dW~ = dY^T X_hat as INT4 GEMMs."""
-    pg, sg = ops.trusted.quantize_int4(g, granularity="tensor", rounding=rounding, seed=_seed())
-    gq = Int4(packed=pg)
+    gq, sg = _quantized("quantize_int4", g, granularity="tensor", rounding=rounding, seed=_seed())
     dx = _matmul(gq, sg, saved.w.t(), saved.sw) if need_dx else None
     dw = _matmul(gq.t(), sg, saved.x.t(), saved.sx) if need_dw else None
     return dx, dw
@@ -233,99 +244,140 @@ def lss_backward(g, saved, n_tokens, mode="sample", need_dx=True, need_dw=True):
     """
     px, sx, sw = saved.px, saved.sx, saved.sw
     Np, Dp = px.shape[0], 2 * px.shape[1]
-    if registry.resolve("bit_split")[0] == "spec":          # its codes too: no unpacking
-        hi, lo, s_hi, s_lo, chi, clo = ops.trusted.bit_split(g, seed=_seed(), spec_extra={"return_codes": True})
-        stacked, stacked_codes = torch.cat([hi, lo]), torch.cat([chi, clo])
+    if _on_spec("bit_split"):          # codes: the spec's gather and GEMM take them unpacked
+        hi, lo, s_hi, s_lo = ops.trusted.bit_split(g, seed=_seed(), spec_extra={"as_codes": True})
+        stacked = Int4(codes=torch.cat([hi, lo]))
     else:
         hi, lo, s_hi, s_lo = ops.trusted.bit_split(g, seed=_seed())
-        stacked = torch.cat([hi, lo])
-        stacked_codes = _codes(stacked)
+        stacked = Int4(packed=torch.cat([hi, lo]))
     part_scale = torch.cat([s_hi.float().expand(Np), s_lo.float().expand(Np)])
-    g_norm = torch.linalg.vector_norm(stacked_codes.float(), dim=1) * part_scale
+    g_norm = torch.linalg.vector_norm(stacked.codes.float(), dim=1) * part_scale
     dx = dw = None
     if need_dx:
         # input grad: output rows are independent, so term i is row i of dY W: p_i ~ ||g_i||
         probs = lss_probabilities(g_norm, n_tokens) if mode == "sample" else None
-        kept, _, idx, weight = ops.trusted.lss_gather(stacked, probs, seed=_seed())
+        kept, _, idx, weight = _gather(stacked, probs)
         # the 1/p_i reweighting is per output row: it folds into the GEMM's per-row scale
-        rows = _matmul(Int4(kept, stacked_codes[idx]), (part_scale[idx] * weight)[:, None], saved.w.t(), sw)
+        rows = _matmul(kept, (part_scale[idx] * weight)[:, None], saved.w.t(), sw)
         dx = torch.zeros(Np, Dp, device=g.device).index_add_(0, idx % Np, rows)
     if need_dw:
         # weight grad: dY^T X = sum_i g_i^T x_i, p_i ~ ||g_i|| ||x_i|| (the term's Frobenius norm)
         x_norm = torch.linalg.vector_norm(saved.x.codes.float(), dim=1) * sx.float()
         probs = lss_probabilities(g_norm * x_norm.repeat(2), n_tokens) if mode == "sample" else None
-        # the kept rows of X too (packed, for a kernel GEMM; the spec's takes their codes)
-        other = None if registry.resolve("int4_matmul")[0] == "spec" else torch.cat([px, px])
-        kept, kept_x, idx, weight = ops.trusted.lss_gather(stacked, probs, seed=_seed(), other=other)
-        kept_codes, kept_x = stacked_codes[idx], Int4(kept_x, saved.x.codes[idx % Np])
+        if _on_spec("int4_matmul"):           # X's kept rows as codes, selected here
+            kept, _, idx, weight = _gather(stacked, probs)
+            kept_x = Int4(codes=saved.x.codes.index_select(0, idx % Np))
+        else:                                 # packed, gathered by the same call
+            kept, kept_xp, idx, weight = _gather(stacked, probs, other=torch.cat([px, px]))
+            kept_x = Int4(kept_xp)
         if mode == "sample":
             # 1/p_i varies along the GEMM's reduction index (tokens), which an integer GEMM's
             # row/column scales cannot absorb: requantize the reweighted rows to INT4 with one
             # scale per output channel and stochastic rounding (still unbiased)
-            vals = _even_rows(kept_codes.float() * (part_scale[idx] * weight)[:, None])
-            qa, sa = _quantized("quantize_int4", vals.T.contiguous(), granularity="row", rounding="stochastic",
+            vals = _even_rows(kept.codes.float() * (part_scale[idx] * weight)[:, None])
+            vals_t = vals.T if _on_spec("quantize_int4") else vals.T.contiguous()    # the spec takes a view
+            qa, sa = _quantized("quantize_int4", vals_t, granularity="row", rounding="stochastic",
                                 seed=_seed())
             dw = _matmul(qa, sa, kept_x.even_rows().t(), sx)
         else:
             # weights are all 1: two exact GEMMs, the hi rows and the lo rows with their scales
             dw = torch.zeros(g.shape[1], Dp, device=g.device)
             for part, scale in ((idx < Np, s_hi), (idx >= Np, s_lo)):
-                a = Int4(codes=kept_codes[part]).even_rows().t()
+                a = Int4(codes=kept.codes[part]).even_rows().t()
                 b = Int4(codes=kept_x.codes[part]).even_rows().t()
                 dw += _matmul(a, scale, b, sx)
     return dx, dw
 
 
-def _lsq_scale_grad_2bit(d_fq, inside, r_hat, codes, numel):
-    """LSQ's step-size gradient from the 2-bit record (lsq_unrecord): sum of dL/d(fq) times
-    -r inside the range and the clipped level q outside."""
-    term = codes.float().mul_(1.0 - inside).sub_(r_hat)
-    return (d_fq * term).sum() * lsq_grad_scale(numel, QMAX[4])
-
-
-def _lsq_scale_grad(d_fq, z, codes, scale, numel):
-    """LSQ step-size gradient: sum of dL/d(fq(z)) * d(fq(z))/ds, times 1/sqrt(numel Q_P)."""
-    s = scale.detach().float()
-    v = z / s
-    mask = (v >= -QMAX[4]) & (v <= QMAX[4])
+def _lsq_scale_grad(d_fq, v, mask, codes, numel):
+    """LSQ step-size gradient: sum of dL/d(fq(z)) * d(fq(z))/ds, times 1/sqrt(numel Q_P); v = z / s
+    and its clip mask from _lsq_masks."""
     return (d_fq * lsq_step_size_term(v, codes, mask)).sum() * lsq_grad_scale(numel, QMAX[4])
 
 
 # What LSQ's backward needs of each rounded value v = z / s (paper sec. 4.1, Esser et al.): its
 # clip mask I (|v| <= Q) and, where not clipped, the remainder r = v - round(v) in [-1/2, 1/2]:
-# d(s q(v))/ds is q - v = -r inside the range and the clipped level (+-Q) outside. The "2bit"
-# record keeps r as one of three levels (-1/3, 0, 1/3: the centres of thirds of [-1/2, 1/2]) and
-# the fourth 2-bit value for "clipped"; four values per byte.
-CLIPPED = 3
+# d(s q(v))/ds is q - v = -r inside the range and the clipped level q = +-Q outside. The "2bit"
+# record keeps, in 2 bits a value, r stochastically rounded to one of four levels c/3 - 1/2
+# (c = 0..3: -1/2, -1/6, 1/6, 1/2), so that E[r_hat] = r and the step-size gradient, a sum over
+# every value, stays unbiased. A clipped value needs no remainder: above Q it is stored as c = 3,
+# below -Q as c = 0, which an unclipped +-Q code never is (an unclipped v rounded to +Q lies in
+# [Q - 1/2, Q], so r <= 0 and c <= 2; mirrored for -Q), so code and c together give I exactly.
+# Rounding r to the nearest of three fixed levels instead was measured biased: most values sit
+# near 0, where r = v, and a level 0 swallowed them (docs/RESULTS.md).
+# On a CPU the record is float arithmetic only: comparisons, bool masks, where and masked_fill
+# cost 4 to 40 times a float multiply there.
+_PLACES, _LEVELS = {}, {}
 
 
-def lsq_record(z, scale):
+def _places(device):
+    """[1, 4, 16, 64]: four 2-bit values to one byte, c0 + 4 c1 + 16 c2 + 64 c3, as one GEMV."""
+    key = torch.device(device)
+    if key not in _PLACES:
+        _PLACES[key] = torch.tensor([1.0, 4.0, 16.0, 64.0], device=device)
+    return _PLACES[key]
+
+
+def _levels(device):
+    """(256, 4) fp32: row b holds 2c - 3 for the four 2-bit values c of byte b (lsq_record's
+    order), so that unpacking a record is one row lookup per byte."""
+    key = torch.device(device)
+    if key not in _LEVELS:
+        b = torch.arange(256)
+        c = torch.stack([(b >> (2 * i)) & 3 for i in range(4)], dim=1)
+        _LEVELS[key] = (2 * c - 3).float().to(device)
+    return _LEVELS[key]
+
+
+def _dither(n, generator, offset):
+    """n values offset + u, u uniform on the 256 points (k + 1/2) / 256: 8 random bits each, seven
+    from one int64 draw of torch's generator (random_ fills [0, 2^63): the top byte is short of a
+    bit, so it is dropped). The rounding floor(t + u) has E = t to within 1/512."""
+    dev = generator.device if generator is not None else "cpu"
+    words = torch.empty(-(-n // 7), dtype=torch.int64, device=dev).random_(generator=generator)
+    k = words.view(torch.uint8).view(-1, 8)[:, :7].reshape(-1)[:n]       # little-endian: byte 7 is the top
+    return k.float().mul_(1.0 / 256).add_(offset + 1.0 / 512)
+
+
+def lsq_record(z, scale, generator=None):
     """z (R, K) fp32 and the scale -> (R * K / 4 rounded up,) uint8: 2 bits per value."""
     v = z / scale
-    outside = v.abs() > QMAX[4]
-    r = v.sub_(torch.round(v))                          # in [-1/2, 1/2]
-    c = r.add_(0.5).mul_(3).floor_().clamp_(0, 2).to(torch.uint8)   # its third: 0, 1, 2
-    c = c.bitwise_or_(outside.to(torch.uint8).mul_(CLIPPED)).flatten()   # 0..2 | 3 is 3
-    # four values per byte: seen as int32 words, bytes 0..3 of a word are values 0..3
-    w = F.pad(c, (0, -c.numel() % 4)).view(torch.int32)
-    return ((w & 0x3) | ((w >> 6) & 0xC) | ((w >> 12) & 0x30) | ((w >> 18) & 0xC0)).to(torch.uint8)
+    r = v - v.round()                                   # in [-1/2, 1/2]
+    # c = floor(3 r + 3/2 + u): 3 r + 3/2 in [0, 3] stochastically rounded, so E[c/3 - 1/2] = r
+    c = torch.add(_dither(v.numel(), generator, 1.5).view_as(v), r, alpha=3.0).floor_()
+    # clipped: v - clamp(v) is > 0 above Q and < 0 below -Q (0 inside), so this sends c to 3 or 0
+    c.add_(v.sub_(v.clamp(-QMAX[4], QMAX[4])), alpha=2.0 ** 30).clamp_(0, 3)
+    c = F.pad(c.flatten(), (0, -c.numel() % 4)).view(-1, 4)
+    return (c @ _places(c.device)).to(torch.uint8)
 
 
-def lsq_unrecord(record, shape):
-    """(inside, r_hat), fp32 of shape `shape`, from lsq_record's bytes: inside is 1 where the
-    value was not clipped and 0 where it was (the STE's mask), r_hat its remainder's level
-    (-1/3, 0 or 1/3), 0 where clipped. Arithmetic, not comparisons: cheaper on a CPU."""
-    b = record.to(torch.int32)
-    w = (b & 0x3) | ((b & 0xC) << 6) | ((b & 0x30) << 12) | ((b & 0xC0) << 18)
-    c = w.view(torch.uint8)[:shape[0] * shape[1]].view(shape)
-    inside = ((c >> 1) & c & 1).float().neg_().add_(1.0)     # c == 3 (CLIPPED) -> 0, else 1
-    return inside, c.float().sub_(1.0).div_(3.0).mul_(inside)
+def lsq_unrecord(record, codes):
+    """(I, p, q), fp32 of codes' shape, from lsq_record's bytes and the INT4 codes q the same
+    values rounded to: I is the STE's mask (0 where the value was clipped, else 1) and p = 2c - 3
+    for the record's level index c, so the remainder's level c/3 - 1/2 is p / 6 where I = 1."""
+    p = _levels(record.device).index_select(0, record.int()).view(-1)[:codes.numel()].view(codes.shape)
+    q = codes.float()
+    # q * p is 21 = Q * 3 exactly for (Q, c = 3) and (-Q, c = 0), the clipped pairs, and at most
+    # 18 for every other pair: 21 - it, capped at 1, is I
+    inside = torch.mul(q, p).neg_().add_(QMAX[4] * 3).clamp_(max=1.0)
+    return inside, p, q
+
+
+def _lsq_scale_grad_2bit(d_fq, inside, p, q, numel):
+    """LSQ's step-size gradient from the 2-bit record (lsq_unrecord), and the STE's d_fq * I: the
+    sum of d_fq times q (the clipped level) where I = 0 and -r_hat = -p/6 where I = 1, as sums
+    and dot products."""
+    d_in = d_fq * inside
+    d, d_i = d_fq.flatten(), d_in.flatten()
+    total = torch.dot(d - d_i, q.flatten()) - torch.dot(d_i, p.flatten()) / 6.0
+    return total * lsq_grad_scale(numel, QMAX[4]), d_in
 
 
 def _lsq_masks(z, scale):
-    """LSQ's clip mask I (1 where z / s was not clipped), as lsq_codes computes it."""
+    """(v, I): v = z / s and LSQ's clip mask I (1 where v was not clipped: |v| <= Q, as
+    lsq_codes's -Q <= v <= Q)."""
     v = z / scale
-    return (v >= -QMAX[4]) & (v <= QMAX[4])
+    return v, v.abs() <= QMAX[4]
 
 
 class _Saved:
@@ -338,7 +390,8 @@ class _Saved:
 
 
 class Int4LinearFunction(torch.autograd.Function):
-    """Y = X W^T + b with quantized GEMMs; saves X's and W's INT4 codes (packed) and clip masks."""
+    """Y = X W^T + b with quantized GEMMs; saves X's and W's INT4 codes (packed) and, with a learned
+    LSQ scale, what its step-size gradient and the STE's clip masks need (Recipe.lsq_grad)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, s_x, s_w, recipe):
@@ -367,7 +420,11 @@ class Int4LinearFunction(torch.autograd.Function):
                 # themselves ("exact") or their 2-bit record
                 sx_in, sw_in = s_x.detach().float(), s_w.detach().float()
                 xh, wh = rotated(xp, r), rotated(wp, r)
-                zx, zw = (lsq_record(xh, sx_in), lsq_record(wh, sw_in)) if r.lsq_grad == "2bit" else (xh, wh)
+                if r.lsq_grad == "2bit":
+                    gen = make_generator(_seed(), xh.device)
+                    zx, zw = lsq_record(xh, sx_in, gen), lsq_record(wh, sw_in, gen)
+                else:
+                    zx, zw = xh, wh
             if r.hadamard:
                 # rotation and rounding in one call: the kernel fuses them, so XH is not written
                 # out here (with a learned LSQ scale XH exists already: the spec reuses it)
@@ -421,28 +478,31 @@ class Int4LinearFunction(torch.autograd.Function):
             dxr, dwr = lss_backward(gp, saved, N, r.lss, want_dx, want_dw)
         # dxr = dL/d(X_hat), the gradient at the fake-quantized rotated input; the STE passes
         # it through where XH was not clipped (I_X), then H^T = H undoes the rotation
-        ds_x = ds_w = mx = mw = None
+        ds_x = ds_w = None
+        dzx, dzw = dxr, dwr
         if r.uses_lsq:
             Dp = 2 * px.shape[1]
             numel_x, numel_w = N * (Dp if r.hadamard else D), C * (Dp if r.hadamard else D)
             if r.lsq_grad == "2bit":
-                (mx, rx), (mw, rw) = lsq_unrecord(zx, (Np, Dp)), lsq_unrecord(zw, (Cp, Dp))
-                if need_sx:
-                    ds_x = _lsq_scale_grad_2bit(dxr, mx, rx, saved.x.codes, numel_x).to(s_x.dtype)
-                if need_sw:
-                    ds_w = _lsq_scale_grad_2bit(dwr, mw, rw, saved.w.codes, numel_w).to(s_w.dtype)
+                # the STE's masked gradients come out of the step-size gradient's sums
+                if dxr is not None:
+                    ds, dzx = _lsq_scale_grad_2bit(dxr, *lsq_unrecord(zx, saved.x.codes), numel_x)
+                    ds_x = ds.to(s_x.dtype) if need_sx else None
+                if dwr is not None:
+                    ds, dzw = _lsq_scale_grad_2bit(dwr, *lsq_unrecord(zw, saved.w.codes), numel_w)
+                    ds_w = ds.to(s_w.dtype) if need_sw else None
             else:
-                mx, mw = _lsq_masks(zx, s_x.detach().float()), _lsq_masks(zw, s_w.detach().float())
+                (vx, mx), (vw, mw) = _lsq_masks(zx, s_x.detach().float()), _lsq_masks(zw, s_w.detach().float())
                 if need_sx:
-                    ds_x = _lsq_scale_grad(dxr, zx, saved.x.codes, s_x, numel_x).to(s_x.dtype)
+                    ds_x = _lsq_scale_grad(dxr, vx, mx, saved.x.codes, numel_x).to(s_x.dtype)
                 if need_sw:
-                    ds_w = _lsq_scale_grad(dwr, zw, saved.w.codes, s_w, numel_w).to(s_w.dtype)
+                    ds_w = _lsq_scale_grad(dwr, vw, mw, saved.w.codes, numel_w).to(s_w.dtype)
+                dzx = dxr * mx if need_x else None
+                dzw = dwr * mw if need_w else None
         dx = dw = None
         if need_x:
-            dzx = dxr * mx if mx is not None else dxr
             dx = (block_hadamard(dzx, r.block_size) if r.hadamard else dzx)[:N, :D].to(x_dtype)
         if need_w:
-            dzw = dwr * mw if mw is not None else dwr
             dw = (block_hadamard(dzw, r.block_size) if r.hadamard else dzw)[:C, :D].to(w_dtype)
         return dx, dw, db, ds_x, ds_w, None
 

@@ -135,22 +135,28 @@ def test_paper_order_checks_include_the_lsq_baseline():
 
 
 def _results_md_losses():
-    """{task: {recipe: mean final val loss}} from docs/RESULTS.md's recipe tables."""
+    """{task: {recipe: (mean, standard deviation) of the final val loss}} from docs/RESULTS.md's
+    recipe tables."""
     out = {}
     for title, rows in l07.results_md_tables().items():
         task = title.split(":")[0]
         for row in rows[2:]:
             cells = [c.strip() for c in row.strip("|").split("|")]
-            out.setdefault(task, {})[cells[0].strip("`")] = float(cells[2].split("±")[0])
+            mean, std = (float(v) for v in cells[2].split("±"))
+            out.setdefault(task, {})[cells[0].strip("`")] = (mean, std)
     return out
 
 
 def test_lesson_prose_on_results_md_ordering():
     """Section 4's bullet: "the three-seed table of docs/RESULTS.md puts int4_hq_lss ahead of
-    int4_lsq_sr on both tasks and ahead of int4_hq on digits"."""
+    int4_lsq_sr on text by several standard deviations, while on digits the three end within one
+    standard deviation of each other in val loss"."""
     losses = _results_md_losses()
     if not losses:
         pytest.skip("docs/RESULTS.md has not been generated in this checkout")
-    for task in ("text", "digits"):
-        assert losses[task]["int4_hq_lss"] < losses[task]["int4_lsq_sr"]
-    assert losses["digits"]["int4_hq_lss"] < losses["digits"]["int4_hq"]
+    text = losses["text"]
+    gap = text["int4_lsq_sr"][0] - text["int4_hq_lss"][0]
+    assert gap > 2 * max(text["int4_lsq_sr"][1], text["int4_hq_lss"][1])
+    digits = losses["digits"]
+    for a, b in (("int4_hq_lss", "int4_lsq_sr"), ("int4_hq_lss", "int4_hq"), ("int4_lsq_sr", "int4_hq")):
+        assert abs(digits[a][0] - digits[b][0]) <= max(digits[a][1], digits[b][1])

@@ -116,6 +116,26 @@ def test_lss_probabilities_valid():
     torch.testing.assert_close(ratio, torch.full_like(ratio, ratio[0].item()))
 
 
+def test_lss_probabilities_on_a_cpu_are_the_torch_loops_bits():
+    """The CPU path (numpy for the elementwise steps) returns exactly what the torch loop (the
+    GPU path, and the spec before it) returns, on norms with clipping cascades, zeros and ties."""
+    from int4lab.spec.gradients import _lss_probabilities_cpu, _lss_probabilities_loop
+    gen = torch.Generator().manual_seed(0)
+    cases = 0
+    for trial in range(60):
+        n = int(torch.randint(1, 5000, (1,), generator=gen))
+        norms = torch.randn(n, generator=gen, dtype=torch.float64).abs() ** (1 + trial % 5)
+        norms[torch.rand(n, generator=gen) < 0.1] = 0
+        if trial % 7 == 0:
+            norms[: n // 3] = norms[0]                      # ties
+        for budget in (n / 2, max(1, n // 10), n // 2 + 0.5, 3):
+            a = _lss_probabilities_cpu(norms.clone(), budget, 100)
+            b = _lss_probabilities_loop(norms.clone(), budget, 100)
+            assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b), (trial, budget)
+            cases += (b == 1).any().item() and (b < 1).any().item()
+    assert cases > 50            # most cases clipped some values and not others
+
+
 def test_lss_probabilities_cascading_clip_and_full_budget():
     norms = torch.tensor([10.0, 6.0, 1.0, 1.0, 1.0, 1.0])
     p = lss_probabilities(norms, budget=3)            # 10 clips first, then 6 must clip too

@@ -398,38 +398,57 @@ def test_the_2bit_lsq_record_changes_only_the_step_size_gradient(forward, block)
     assert not torch.equal(out["exact"][3], out["2bit"][3])
 
 
-def test_the_2bit_record_is_the_mask_and_the_remainder_within_a_sixth():
-    """lsq_record/lsq_unrecord: the clip mask exactly, the rounding remainder r = v - round(v)
-    to within 1/6 (three levels over [-1/2, 1/2]); so the 2-bit step-size gradient differs from
-    the exact one by at most grad_scale * (1/6) * sum over unclipped values of |dL/dfq|."""
-    from int4lab.layers import _lsq_scale_grad, _lsq_scale_grad_2bit, lsq_record, lsq_unrecord
-    from int4lab.spec.quantizers import QMAX, lsq_grad_scale
+def test_the_2bit_record_is_the_mask_and_an_unbiased_remainder():
+    """lsq_record/lsq_unrecord: the clip mask exactly (a clipped value and an unclipped +-Q told
+    apart by the code and the record together); the rounding remainder r = v - round(v)
+    stochastically rounded to one of the two of the levels -1/2, -1/6, 1/6, 1/2 around it, so that
+    over the record's random draws E[r_hat] = r (to within its 8-bit dither's 1/1536) and the
+    2-bit step-size gradient is the exact one on average."""
+    from int4lab.layers import _lsq_masks, _lsq_scale_grad, _lsq_scale_grad_2bit, lsq_record, lsq_unrecord
+    from int4lab.spec.quantizers import QMAX, make_generator
     torch.manual_seed(0)
-    z, s = torch.randn(37, 30) * 3, torch.tensor(0.7)     # 1110 values: not a multiple of 4
+    # 1110 values (not a multiple of 4), heavy-tailed like activations: most near 0, some clipped
+    z, s = torch.randn(37, 30) ** 3 * 1.5, torch.tensor(0.5)
+    z[0, :4] = torch.tensor([3.5, -3.5, 3.5 + 4e-7, -3.5 - 4e-7])      # v on and just past +-Q
     v = z / s
-    inside, r_hat = lsq_unrecord(lsq_record(z, s), z.shape)
-    assert torch.equal(inside, ((v >= -7) & (v <= 7)).float()) and 0.05 < (1 - inside).mean() < 0.5
-    assert (r_hat[inside == 0] == 0).all()
-    inside = inside.bool()
     r = v - torch.round(v)
-    assert ((r - r_hat).abs()[inside] <= 1 / 6 + 1e-6).all()
-    assert torch.allclose(r_hat[inside].unique(), torch.tensor([-1 / 3, 0.0, 1 / 3]))
-    codes = torch.round(v.clamp(-QMAX[4], QMAX[4]))
+    codes = torch.round(v.clamp(-QMAX[4], QMAX[4])).to(torch.int8)
+    mask = (v >= -7) & (v <= 7)
+    assert mask[0, :4].tolist() == [True, True, False, False]
+    assert ((codes.abs() == 7) & mask).sum() > 10 and 0.05 < (~mask).float().mean() < 0.5
     g = torch.randn_like(z)
-    exact = _lsq_scale_grad(g, z, codes, s, z.numel())
-    approx = _lsq_scale_grad_2bit(g, inside.float(), r_hat, codes, z.numel())
-    bound = lsq_grad_scale(z.numel()) / 6 * g.abs()[inside].sum()
-    assert (exact - approx).abs() <= bound and exact != approx
+    exact = _lsq_scale_grad(g, *_lsq_masks(z, s), codes, z.numel())
+    mean_r, grads = torch.zeros_like(z), []
+    draws = 400
+    for seed in range(draws):
+        inside, p, q = lsq_unrecord(lsq_record(z, s, make_generator(seed)), codes)
+        assert torch.equal(inside, mask.float()) and torch.equal(q, codes.float())
+        assert set(p.unique().tolist()) <= {-3.0, -1.0, 1.0, 3.0}     # p = 2c - 3, c = 0..3
+        r_hat = p / 6 * inside
+        assert ((r_hat - r).abs()[mask] <= 1 / 3 + 1e-6).all()        # one of the two levels around r
+        mean_r += r_hat / draws
+        ds, d_in = _lsq_scale_grad_2bit(g, inside, p, q, z.numel())
+        assert torch.equal(d_in, g * mask)                             # the STE's gradient, exactly
+        grads.append(float(ds))
+    # each r_hat has standard deviation <= 1/6, so the mean of 400 draws is within 6 sigma = 0.05
+    assert (mean_r - r)[mask].abs().max() < 0.05
+    grads = torch.tensor(grads)
+    sem = grads.std() / draws ** 0.5
+    assert grads.std() > 0 and (grads.mean() - exact).abs() < 5 * sem
+    # the old deterministic record (the nearest of -1/3, 0, 1/3) misses by far more than that
+    r_near = ((r + 0.5) * 3).floor().clamp(0, 2).sub(1).div(3) * mask
+    biased = _lsq_scale_grad(g, r_near + torch.round(v), mask, codes, z.numel())
+    assert (biased - exact).abs() > 5 * sem, (float(biased - exact), float(sem))
 
 
 @pytest.mark.parametrize("recipe, lsq_grad, at_most", [
+    ("int4_hq_lss", None, 0.4), ("int4_lsq_sr", None, 0.4), ("int4_hq", None, 0.4),
     ("int4_hq_lss", "2bit", 0.5), ("int4_lsq_sr", "2bit", 0.5), ("int4_hq", "2bit", 0.5),
     ("int4_hq_lss", "exact", 2.8), ("int4_rtn", "exact", 0.3), ("int8", "exact", 0.55), ("fp32", "exact", 1.0)])
 def test_what_backward_keeps_against_a_bf16_linear(recipe, lsq_grad, at_most):
     """Saved for backward (counted with saved_tensors_hooks), bf16 input and weight: INT4 codes
-    packed, no fp32 copy of a bf16 tensor; with a learned LSQ scale, the rotated fp32 values
-    ("exact", the default) or their 2-bit record with the clip masks. nn.Linear keeps x and W
-    in bf16."""
+    packed, no fp32 copy of a bf16 tensor; with a learned LSQ scale, the 2-bit record (the
+    default, None here) or the rotated fp32 values ("exact"). nn.Linear keeps x and W in bf16."""
     import dataclasses
 
     from int4lab.layers import get_recipe
@@ -438,7 +457,20 @@ def test_what_backward_keeps_against_a_bf16_linear(recipe, lsq_grad, at_most):
     x = torch.randn(512, 256, dtype=torch.bfloat16)
     ref = saved_bytes(torch.nn.Linear(256, 256).to(torch.bfloat16), x)
     assert ref == 2 * (512 * 256 + 256 * 256)
-    r = dataclasses.replace(get_recipe(recipe), lsq_grad=lsq_grad)
+    r = get_recipe(recipe) if lsq_grad is None else dataclasses.replace(get_recipe(recipe), lsq_grad=lsq_grad)
     got = saved_bytes(Int4Linear(256, 256, recipe=r).to(torch.bfloat16), x)
     print(f"{recipe} ({lsq_grad}): {got / ref:.3f}x a bf16 nn.Linear")
     assert got <= at_most * ref
+
+
+def test_the_records_dither_is_uniform():
+    """The 2-bit record's dither: every byte of the random words used is uniform over 0..255
+    (torch's int64 random_ leaves the top bit of each word 0, so that byte is not used)."""
+    from int4lab.layers import _dither
+    from int4lab.spec.quantizers import make_generator
+    u = _dither(700_001, make_generator(0), 0.0)
+    assert u.shape == (700_001,) and 0 < float(u.min()) and float(u.max()) < 1
+    counts = torch.histc(u, bins=256, min=0, max=1)
+    # 256 cells of ~2734: a chi-square with 255 degrees of freedom stays well under 400
+    assert float(((counts - counts.mean()) ** 2 / counts.mean()).sum()) < 400
+    assert abs(float(u.mean()) - 0.5) < 0.002

@@ -11,6 +11,7 @@ training. The paper's answer has two parts:
 """
 from collections import namedtuple
 
+import numpy as np
 import torch
 
 from int4lab.spec.packing import pack_int4_trusted
@@ -103,12 +104,13 @@ def bit_split_spec(g, seed=None):
     return bit_split_trusted(g, seed)
 
 
-def bit_split_trusted(g, seed=None, return_codes=False):
-    """bit_split_spec without validation (for the layers, on tensors they made); with
-    return_codes, the int8 codes hi and lo follow the four results."""
+def bit_split_trusted(g, seed=None, as_codes=False):
+    """bit_split_spec without validation (for the layers, on tensors they made); with as_codes,
+    the int8 codes hi and lo in place of the packed bytes (nothing packed)."""
     bs = _bit_split(g, make_generator(seed), BS_CLAMP)
-    out = (pack_int4_trusted(bs.hi), pack_int4_trusted(bs.lo), bs.scale_hi, bs.scale_lo)
-    return out + (bs.hi, bs.lo) if return_codes else out
+    if as_codes:
+        return bs.hi, bs.lo, bs.scale_hi, bs.scale_lo
+    return pack_int4_trusted(bs.hi), pack_int4_trusted(bs.lo), bs.scale_hi, bs.scale_lo
 
 
 # ---- leverage score sampling --------------------------------------------------------------
@@ -134,6 +136,12 @@ def lss_probabilities(norms, budget, max_iter=100):
 def lss_probabilities_trusted(norms, budget, max_iter=100):
     """lss_probabilities without validation (norms 1-D, finite, >= 0; budget > 0)."""
     n = norms.double()
+    if n.device.type == "cpu":
+        return _lss_probabilities_cpu(n, budget, max_iter)
+    return _lss_probabilities_loop(n, budget, max_iter)
+
+
+def _lss_probabilities_loop(n, budget, max_iter):
     nonzero = n > 0
     p = torch.zeros_like(n)
     if budget >= int(nonzero.sum()):
@@ -152,6 +160,30 @@ def lss_probabilities_trusted(norms, budget, max_iter=100):
         clipped |= newly
         k += n_new
     return p.clamp(max=1).float()
+
+
+def _lss_probabilities_cpu(n, budget, max_iter):
+    """The loop above on a CPU, with its elementwise steps in numpy: on a few thousand rows each
+    torch call costs more in overhead than in arithmetic. The same bits: IEEE products and
+    quotients are the same in numpy, and each round's total is still torch's sum over the same
+    values in the same order (tests/test_gradquant.py compares the two)."""
+    a = n.numpy()
+    nonzero = a > 0
+    if budget >= int(nonzero.sum()):
+        return torch.from_numpy(nonzero).float()
+    free = nonzero.copy()
+    k = 0
+    for _ in range(max_iter):
+        total = torch.from_numpy(a[free]).sum().item()
+        p = a * (budget - k) / total
+        newly = free & (p >= 1)
+        n_new = int(newly.sum())
+        if not n_new:
+            break
+        free &= ~newly
+        k += n_new
+    p = np.where(free, p, (nonzero & ~free).astype(a.dtype))
+    return torch.from_numpy(p).clamp_(max=1).float()
 
 
 def input_grad_probs(g_rows, budget=None):
@@ -271,5 +303,5 @@ def lss_gather_trusted(codes, probs=None, seed=None, other=None):
     index = keep.nonzero().flatten().to(torch.int64)
     weight = (torch.ones(index.shape[0], device=codes.device) if probs is None
               else 1.0 / probs.float()[index])
-    kept_other = other[index] if other is not None else None
-    return codes[index], kept_other, index, weight.float()
+    kept_other = other.index_select(0, index) if other is not None else None
+    return codes.index_select(0, index), kept_other, index, weight.float()

@@ -84,13 +84,13 @@ def hadamard_quantize_spec(x, block_size=32, granularity="row", scale=None):
 
 
 def hadamard_quantize_trusted(x, block_size=32, granularity="row", scale=None, rotated=None,
-                              return_codes=False):
+                              as_codes=False):
     """hadamard_quantize_spec without validation (for the layers, on tensors they made);
-    `rotated`: block_hadamard(x, block_size), when the caller already has it; return_codes as
+    `rotated`: block_hadamard(x, block_size), when the caller already has it; as_codes as
     quantize_int4_trusted."""
     xh = block_hadamard_trusted(x, block_size) if rotated is None else rotated
     return quantize_int4_trusted(xh, granularity=granularity, rounding="nearest", scale=scale,
-                                 return_codes=return_codes)
+                                 as_codes=as_codes)
 
 
 def hq_fake_quantize(x, block_size=32):

@@ -191,15 +191,15 @@ def quantize_int4_spec(x, granularity="row", block_size=32, rounding="nearest", 
 
 
 def quantize_int4_trusted(x, granularity="row", block_size=32, rounding="nearest", seed=None, scale=None,
-                          return_codes=False):
+                          as_codes=False):
     """quantize_int4_spec without validation (for the layers, on tensors they made); with
-    return_codes, (packed, scales, the int8 codes) (a GEMM on the spec multiplies codes)."""
+    as_codes, (int8 codes, scales): the codes in place of the packed bytes, nothing packed (a
+    GEMM on the spec multiplies codes)."""
     gen = make_generator(seed) if rounding == "stochastic" else None
     if scale is not None:
         scale = scale.detach().float() if isinstance(scale, torch.Tensor) else torch.tensor(float(scale))
     codes, scales = _quantize(x, 4, granularity, block_size, rounding, gen, scale)
-    packed = pack_int4_trusted(codes)
-    return (packed, scales, codes) if return_codes else (packed, scales)
+    return (codes if as_codes else pack_int4_trusted(codes)), scales
 
 
 # ---- registry slot "int4_matmul" ------------------------------------------------------------

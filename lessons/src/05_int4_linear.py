@@ -79,7 +79,12 @@ print("gradcheck passes:", torch.autograd.gradcheck(MyLinear.apply, (xs, ws)))
 # What forward *saves* matters as much as what it computes: a transformer keeps every layer's
 # saved tensors alive from the forward pass until its backward, and they are much of a training
 # run's memory. The INT4 layer saves the **packed INT4 codes** of X and W (half a byte per
-# value, against 4 for fp32) and reuses them in the backward GEMMs.
+# value, against 4 for fp32) and reuses them in the backward GEMMs. A learned LSQ scale (below)
+# needs a little more: its gradient reads each value's rounding remainder `x/s − round(x/s)`, and
+# the STE needs to know which values were clipped. The layer keeps both in **2 more bits** per
+# value: the remainder stochastically rounded to one of four levels (so the gradient stays
+# unbiased), or "clipped". In all, 0.38× the bytes a bf16 `nn.Linear` keeps (x and W in bf16);
+# keeping the fp32 values instead (`Recipe(lsq_grad="exact")`) would be 2.25×.
 #
 # ## 2. Rounding has no useful gradient: the straight-through estimator
 #
@@ -348,9 +353,10 @@ int4lab.progress();
 # **Answers**
 #
 # 1. Backward would have nothing to compute the gradients from (`ctx.saved_tensors` is empty).
-#    `Int4LinearFunction` saves the packed INT4 codes of `XH` and `WH` with their scales (and the
-#    clip masks when the scale can clip): half a byte per value instead of 4 for fp32, and the
-#    saved activations are much of the memory of training.
+#    `Int4LinearFunction` saves the packed INT4 codes of `XH` and `WH` with their scales (and,
+#    when a learned scale can clip, a 2-bit record per value: clipped or not, and the rounding
+#    remainder LSQ's gradient reads): under a byte per value instead of 4 for fp32, and the saved
+#    activations are much of the memory of training.
 # 2. `4.0 / 0.5 = 8 > 7`: clipped to 7, `s·int(x) = 3.5`, STE gradient 0. `1.3 / 0.5 = 2.6`,
 #    rounded to 3, `s·int(x) = 1.5`, STE gradient 1 (passed through).
 # 3. Clipping happened to the values of `XH`, in the rotated space, so the mask belongs to the

@@ -201,11 +201,12 @@ for task, by_recipe in results.items():
 # - Small differences (fp32 against INT8, say) are within the noise of **one seed**: another
 #   seed can swap them. The same goes for the better 4-bit recipes among themselves:
 #   `int4_lsq_sr`, `int4_hq` and `int4_hq_lss` end within a few percent of each other here, and
-#   your run may rank `int4_lsq_sr` or `int4_hq` above `int4_hq_lss`, while the three-seed table
-#   of `docs/RESULTS.md` (section 6) puts `int4_hq_lss` ahead of `int4_lsq_sr` on both tasks and
-#   ahead of `int4_hq` on digits. One seed and a few hundred steps of a tiny model (digits: 359
-#   validation images) cannot settle such gaps; the three-seed table, with its standard
-#   deviations and a larger model trained longer, is the evidence. The paper's claims are about
+#   your run may rank `int4_lsq_sr` or `int4_hq` above `int4_hq_lss`. The three-seed table of
+#   `docs/RESULTS.md` (section 6) puts `int4_hq_lss` ahead of `int4_lsq_sr` on text by several
+#   standard deviations, while on digits the three end within one standard deviation of each
+#   other in val loss. One seed and a few hundred steps of a tiny model (digits: 359 validation
+#   images) cannot settle such gaps; the three-seed table, with its standard deviations and a
+#   larger model trained longer, is the evidence. The paper's claims are about
 #   large models and long runs; ours has one block of width 32 and a few hundred steps, where a
 #   4-bit forward costs relatively more (each rounding error is a larger share of a narrow
 #   layer) and the gradient noise has had little time to average out.
