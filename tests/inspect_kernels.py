@@ -3,8 +3,9 @@
 - int8_gemm:   int8 codes loaded as they are, one int8 tl.dot per step, 128x128x64 tiles,
                8 warps, 3 stages: the tensor cores do the work, nothing else in the loop.
 - unpack_gemm: the same GEMM on packed INT4 bytes, every element unpacked in the loop (nibble
-               extraction + sign extension with tl.where), as kernels/int4_matmul.py does it:
-               the integer instructions outnumber the tensor-core ones and issue bounds it.
+               extraction + sign extension with tl.where, one element at a time), as
+               kernels/int4_matmul.py did before issue 13: the integer instructions outnumber the
+               tensor-core ones and issue bounds it.
 - copy:        load -> store of 1024-element blocks: nothing but memory traffic.
 
 Each has a launcher, so the tests inspect them the way `int4lab inspect` inspects a slot (the

@@ -37,7 +37,7 @@ def int64_product(a, b):
 # ---- the kernel against the spec ------------------------------------------------------------
 
 @pytest.mark.parametrize("M,N,KH", [(1, 1, 1), (31, 33, 127), (33, 31, 129), (127, 1, 33),
-                                    (1, 129, 31), (129, 127, 65), (64, 64, 64)])
+                                    (1, 129, 31), (129, 127, 65), (64, 64, 64), (577, 130, 3)])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_int32_output_is_the_exact_integer_product(M, N, KH, seed):
     a, sa, b, sb = operands(M, N, KH, seed)
@@ -57,6 +57,35 @@ def test_int32_accumulation_at_the_extremes(fill):
     c = int4_matmul(a, one, b, one, out_dtype=torch.int32)
     assert torch.equal(c.cpu().long(), int64_product(a, b))
     assert int(c[0, 0]) == fill * fill * 2048
+
+
+@pytest.mark.slow
+def test_int32_accumulation_at_the_k_limit():
+    """The in-place unpack accumulates 256 x each product: the largest K it takes (131070, every
+    code -8) brings the int32 accumulator to 256 * 64 * 131070 = 2^31 - 32768, and the sum
+    must still be exact."""
+    from int4lab.kernels.int4_matmul import MAX_K
+    q = torch.full((1, MAX_K), -8, dtype=torch.int8)
+    a = pack_int4(q).to(DEVICE)
+    one = torch.ones((), device=DEVICE)
+    c = int4_matmul(a, one, a, one, out_dtype=torch.int32)
+    assert MAX_K == 131070 and int(c[0, 0]) == 64 * MAX_K
+
+
+def test_k_beyond_the_int32_range_goes_in_exact_chunks(monkeypatch):
+    """Past MAX_K the launcher adds the int32 sums of K chunks within it (a weight gradient's K is
+    the batch's tokens): exact, scales applied as the spec does. MAX_K made small here, so the
+    interpreter runs it fast; the chunk boundary falls inside the operands."""
+    from int4lab.kernels import int4_matmul as mod
+    monkeypatch.setattr(mod, "MAX_K", 126)                     # 63 packed bytes a chunk
+    g = torch.Generator().manual_seed(0)
+    qa = torch.randint(-8, 8, (5, 300), generator=g, dtype=torch.int8)
+    qb = torch.randint(-8, 8, (7, 300), generator=g, dtype=torch.int8)
+    a, b = pack_int4(qa).to(DEVICE), pack_int4(qb).to(DEVICE)
+    sa, sb = torch.rand(5, 1, generator=g).to(DEVICE), torch.rand(7, 1, generator=g).to(DEVICE)
+    want = qa.to(torch.int64) @ qb.to(torch.int64).T
+    assert torch.equal(mod.int4_matmul(a, sa, b, sb, torch.int32).cpu().to(torch.int64), want)
+    assert torch.equal(mod.int4_matmul(a, sa, b, sb).cpu(), int4_matmul_spec(a.cpu(), sa.cpu(), b.cpu(), sb.cpu()))
 
 
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.float16])
@@ -156,6 +185,7 @@ WRONG = {
     "k_mask_missing": "needs a mask",
     "no_scales": "C is the raw integer product",
     "scale_axes_swapped": "the scales are on the wrong axes",
+    "no_shift_back": "C is 256 x the product",
 }
 
 
@@ -212,7 +242,7 @@ def test_bench_definition():
 
 @pytest.mark.skipif(not ON_GPU, reason="compiled Triton needs a GPU")
 def test_gpu_large_shapes_and_bf16():
-    for M, N, KH in ((1024, 1024, 512), (1000, 3000, 1027)):
+    for M, N, KH in ((1024, 1024, 512), (1000, 3000, 1027), (64, 3000, 1027), (65, 300, 1027)):
         a, sa, b, sb = operands(M, N, KH)
         assert torch.equal(int4_matmul(a, sa, b, sb, out_dtype=torch.int32),
                            int4_matmul_spec(a, sa, b, sb, out_dtype=torch.int32))
@@ -233,9 +263,9 @@ sig = dict(a_ptr="*u8", b_ptr="*u8", sa_ptr="*fp32", sb_ptr="*fp32", c_ptr="*bf1
            N="i32", KH="i32", stride_am="i32", stride_ak="constexpr", stride_bn="i32",
            stride_bk="constexpr", stride_sa="i32", stride_sb="i32", stride_cm="i32",
            stride_cn="constexpr", APPLY_SCALES="constexpr", BLOCK_M="constexpr",
-           BLOCK_N="constexpr", BLOCK_K="constexpr")
+           BLOCK_N="constexpr", BLOCK_K="constexpr", GROUP_M="constexpr")
 consts = dict(stride_ak=1, stride_bk=1, stride_cn=1, APPLY_SCALES=True,
-              **{n: GPU_CONFIG[n] for n in ("BLOCK_M", "BLOCK_N", "BLOCK_K")})
+              **{n: GPU_CONFIG[n] for n in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")})
 src = ASTSource(k, sig, constexprs={(k.arg_names.index(n),): v for n, v in consts.items()})
 out = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                      options={"num_warps": GPU_CONFIG["num_warps"], "num_stages": GPU_CONFIG["num_stages"]})

@@ -46,7 +46,7 @@ LEFT_OUT = {
     "tests/todo_solutions/*": "solutions to the exercises, written from the TODO plans",
     "tests/test_todo_solutions.py": "it unlocks every slot with tests/todo_solutions/",
     "tests/wrong_kernels/[a-z]*__*.py": "deliberately wrong kernels, each one bug away from a solution",
-    "tests/inspect_kernels.py": "its unpack_gemm kernel is lesson 03's int4_matmul without the scales",
+    "tests/inspect_kernels.py": "its unpack_gemm kernel is a working int4_matmul (sign-extending) without the scales",
     "tests/test_inspect.py": "it inspects the library's compiled kernels and tests/inspect_kernels.py",
     "tests/test_grade*.py": "they grade the library's kernels against the wrong ones and attacks",
     "tests/test_similarity.py": "it compares submissions with the library's kernels and the wrong ones",

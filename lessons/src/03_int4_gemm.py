@@ -14,8 +14,8 @@
 # 4. explain why an H100/H200 has no INT4 tensor cores, how INT4 values run on its INT8 ones, and
 #    why that caps the gain at 2× BF16 (the paper's 2.2× came from an RTX 3090);
 # 5. multiply *packed* operands with no interleaving: dot of the low nibbles plus dot of the
-#    high nibbles;
-# 6. read a roofline, and write `int4_matmul`.
+#    high nibbles, unpacked *in place* (16 × each code, no sign extension);
+# 6. read a roofline and a compiled kernel's instruction mix, and write `int4_matmul`.
 
 # %%
 # %matplotlib inline
@@ -115,9 +115,13 @@ print("int32:", c32[0].tolist(), " fp16:", c16[0].tolist(), " bound 64K =", l03.
 # into an accumulator tile that stays in registers. Every loaded value of `A` serves `BLOCK_N`
 # outputs, and every value of `B` serves `BLOCK_M` outputs.
 #
-# The grid is 2-D: `(cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))`, and `tl.program_id(0)`,
-# `tl.program_id(1)` say which tile. Tiles at the bottom and right edges hang over `M` and `N`,
-# and the last `K` step over `K`: mask them all (a masked load with `other=0` adds nothing).
+# The tiles form a grid of `cdiv(M, BLOCK_M) × cdiv(N, BLOCK_N)`, and each program works out
+# which tile `(pid_m, pid_n)` is its own. Tiles at the bottom and right edges hang over `M` and
+# `N`, and the last `K` step over `K`: mask them all (a masked load with `other=0` adds nothing).
+# (The course's kernel numbers its programs `0, 1, 2, ...` on a 1-D grid and maps each number to
+# a tile in *groups*: `GROUP_M` tiles down a column, then the next column, as in Triton's matmul
+# tutorial. Programs that run at the same time then share rows of `A` and columns of `B`, which
+# come from the L2 cache instead of memory. That mapping is given code.)
 
 # %%
 l03.tiling_figure(M=200, N=150, BLOCK_M=64, BLOCK_N=64, K=256, BLOCK_K=32, pid_m=1, pid_n=1)
@@ -165,7 +169,8 @@ for blk in (16, 32, 64, 128, 256):
 #   cores. The paper's "up to 2.2×" over FP16 was measured on an RTX 3090 with its INT4 tensor
 #   cores; do not expect it on Hopper.
 # - Packing still pays: the operands travel from memory at **half a byte per value**, half the
-#   traffic of int8 storage, and unpacking happens in registers, where it is almost free.
+#   traffic of int8 storage. The unpacking happens in registers, but it is not free: every
+#   instruction spent on nibbles is one the GPU must issue (section 10 counts them).
 
 # %% [markdown]
 # ## 5. Packed operands: low nibbles with low, high with high
@@ -198,6 +203,56 @@ print("lo·hiᵀ + hi·loᵀ == A·Bᵀ:", torch.equal(crossed, full), "(the cla
 nibbles = torch.arange(16)
 print("nibble:", nibbles.tolist())
 print("code:  ", torch.where(nibbles >= 8, nibbles - 16, nibbles).tolist())
+
+# %% [markdown]
+# ### Unpacking in place: 16 × the code, no sign extension
+#
+# Shifting a nibble down, comparing it with 8 and subtracting 16 costs several instructions per
+# value. There is a cheaper way. Read the byte as **int8**: its high nibble sits in the top four
+# bits, *sign bit included*. Clear the low four bits, `byte & 0xF0`, and the int8 you have is
+# exactly 16 × the signed high code (`0x80 → -128 = 16 · -8`, `0x70 → 112 = 16 · 7`). Shift the
+# byte left by four in int8, `byte << 4`, and the low nibble moves to the top: 16 × the signed
+# low code. Both operands of each dot then carry a factor 16, so the int32 accumulator holds
+# `256 ×` the true sum; one arithmetic shift right by 8 after the loop gives it back exactly
+# (every term is a multiple of 256). Checked on all 256 bytes and on the product above:
+
+# %%
+byte = torch.arange(256).to(torch.uint8)
+codes = unpack_int4(byte[:, None])                         # (256, 2): low code, high code
+as_int8 = byte.view(torch.int8)
+print("byte << 4 == 16 x low code: ", torch.equal(as_int8 << 4, 16 * codes[:, 0]))
+print("byte & 0xF0 == 16 x high code:", torch.equal(as_int8 & -16, 16 * codes[:, 1]),
+      "(-16 is 0xF0 as an int8)")
+
+lo16_a, hi16_a = pa.view(torch.int8) << 4, pa.view(torch.int8) & -16
+lo16_b, hi16_b = pb.view(torch.int8) << 4, pb.view(torch.int8) & -16
+acc = lo16_a.int() @ lo16_b.int().T + hi16_a.int() @ hi16_b.int().T
+print("acc == 256 x A·Bᵀ:", torch.equal(acc, 256 * full), "  acc >> 8 == A·Bᵀ:",
+      torch.equal(acc >> 8, full))
+
+# %% [markdown]
+# Two refinements make it cheap on a GPU:
+#
+# - **Four bytes at a time.** The kernel views each run of 4 bytes along `K` as one 32-bit word
+#   (the given helpers `_words` and `_bytes`; on a GPU the 4 bytes share one register anyway).
+#   One shift and one AND then handle 8 nibbles: `(w << 4) & 0xF0F0F0F0` gives the low nibbles,
+#   `w & 0xF0F0F0F0` the high ones; the mask (the byte `0xF0` four times) also drops the bits the
+#   shift carries into the next byte. Byte by byte, the compiler would shift each byte alone and
+#   then pack the bytes back together: several instructions per byte instead of two per word.
+# - **Big tiles.** A loaded byte of `A` is unpacked once and feeds `BLOCK_N` columns, a byte of
+#   `B` feeds `BLOCK_M` rows: 256 × 128 tiles spread the unpacking over more tensor-core work.
+#
+# The price of the factor 256: a product can now be `(16 · -8) · (16 · -8) = 2¹⁴`, so the int32
+# sum is exact only for `K < 2¹⁷ = 131 072` (section 2's `2²⁵`, divided by 256). A transformer's
+# `K` (its hidden or MLP width) is far below that, but a weight gradient reduces over every
+# token of a batch: beyond the limit the launcher splits `K` into chunks within it and adds
+# their exact int32 sums (given code, `_in_k_chunks`; one more launch per 131 070 values).
+
+# %%
+w = pa.contiguous().view(torch.int32)                      # (5, 2): 4 bytes per word
+mask = torch.tensor([0xF0] * 4, dtype=torch.uint8).view(torch.int32)      # 0xF0F0F0F0
+print("words, low nibbles: ", torch.equal(((w << 4) & mask).view(torch.int8), lo16_a))
+print("words, high nibbles:", torch.equal((w & mask).view(torch.int8), hi16_a))
 
 # %% [markdown]
 # ## 6. The roofline: where the time goes
@@ -247,23 +302,27 @@ interactive_plot(l03.roofline_figure, size=(128, 16384, 128, 1024));
 # - `C[m, n] = (Σ_k A[m, k] B[n, k]) · a_scale[m] · b_scale[n]`, in `out_dtype` (float32, float16;
 #   bfloat16 on a GPU); `out_dtype=torch.int32` returns the raw integer sums, no scales.
 #
-# **The plan:** a 2-D grid, one program per `(BLOCK_M, BLOCK_N)` tile of `C` (section 3); a loop
-# over the `K/2` packed bytes in steps of `BLOCK_K`; per step, two int8 dots, low nibbles and high
-# nibbles (section 5), into an int32 accumulator (section 2); then the scales, the cast and a
-# masked store. The strides are passed in, so that transposed or sliced views of `a` and `b` work
-# without a copy.
+# **The plan:** one program per `(BLOCK_M, BLOCK_N)` tile of `C` (section 3); a loop over the
+# `K/2` packed bytes in steps of `BLOCK_K`; per step, both byte tiles unpacked in place into
+# 16 × their low and high codes, and two int8 dots, low with low and high with high (section 5),
+# into an int32 accumulator; after the loop the shift right by 8, then the scales, the cast and
+# a masked store. The strides are passed in, so that transposed or sliced views of `a` and `b`
+# work without a copy.
 #
-# **Given** in the cell below: the tile's row and column offsets and their masks on `M` and `N`;
-# the loop over `k0` with the addresses of each step's byte tiles (`a_ptrs`, `b_ptrs`; `B`'s tile
-# is loaded already transposed); the addresses and mask of the tile in `C` and the two masked
-# stores (scaled and cast to `out_dtype`, or the raw int32 sums); the tile sizes (`CPU_CONFIG`,
-# `GPU_CONFIG`), the helper `_scale_vector` and the launcher's input checks.
+# **Given** in the cell below: the helpers `_words` and `_bytes` (4 bytes as one 32-bit word and
+# back); the grouped mapping of the program id to a tile, the tile's row and column offsets and
+# their masks on `M` and `N`; the loop over `k0` with the addresses of each step's byte tiles
+# (`a_ptrs`, `b_ptrs`, both `K` last as they lie in memory); the addresses and mask of the tile
+# in `C` and the two masked stores (scaled and cast to `out_dtype`, or the raw int32 sums); the
+# configs (`CPU_CONFIG`, `GPU_CONFIG`, chosen by `_config`), the chunks beyond the `K` limit
+# (`_in_k_chunks`), the helper `_scale_vector` and the launcher's input checks.
 #
-# **Yours**, in the order of the TODOs: `_sign_extend` (a nibble to its int8 code); in the kernel
-# the int32 accumulator, the mask of the `K` tail, the two masked loads, the unpacking of both
-# tiles, the two `tl.dot`s and the scales (`c` before the store); in the launcher `int4_matmul`
-# the output, the scales as vectors, the grid and the launch. The checks use sizes such as 31,
-# 33, 127, 129 (no tile divides them) and `K = 2048` with every code `-8`.
+# **Yours**, in the order of the TODOs: `_unpack16` (a byte tile to 16 × its low and high codes);
+# in the kernel the int32 accumulator, the mask of the `K` tail, the two masked loads, the
+# unpacking of both tiles, the two `tl.dot`s, the shift right by 8 and the scales (`c` before the
+# store); in the launcher `int4_matmul` the output, the scales as vectors, the grid and the
+# launch. The checks use sizes such as 31, 33, 127, 129 (no tile divides them) and `K = 2048`
+# with every code `-8`.
 
 # %% tags=["exercise"] int4lab={"slot": "int4_matmul"}
 # %%exercise int4_matmul
@@ -275,57 +334,90 @@ from int4lab.spec.quantizers import validate_int4_matmul
 
 
 @triton.jit
-def _sign_extend(n):
-    """int32 nibbles 0..15 -> int8 codes -8..7."""
-    # TODO: sign extension. A nibble n >= 8 is the two's complement code n - 16 (0xF -> -1,
-    #       0x8 -> -8); a nibble below 8 is its own code. Return tl.where(n >= 8, n - 16, n)
-    #       converted with .to(tl.int8).
+def _words(x):
+    """(R, C) byte tile -> (R, C // 4) uint32: bytes 4i .. 4i+3 of a row as one 32-bit word
+    (byte 4i in the lowest bits, as in memory). Given."""
+    q = tl.reshape(x.to(tl.uint8, bitcast=True), (x.shape[0], x.shape[1] // 4, 2, 2))
+    even, odd = tl.split(q)             # bytes 4i, 4i+2 | bytes 4i+1, 4i+3
+    b0, b2 = tl.split(even)
+    b1, b3 = tl.split(odd)
+    return (b0.to(tl.uint32) | (b1.to(tl.uint32) << 8) | (b2.to(tl.uint32) << 16)
+            | (b3.to(tl.uint32) << 24))
+
+
+@triton.jit
+def _bytes(w):
+    """(R, C // 4) uint32 words -> (R, C) int8 tile: the inverse of _words. Given."""
+    b0 = w.to(tl.uint8).to(tl.int8, bitcast=True)
+    b1 = (w >> 8).to(tl.uint8).to(tl.int8, bitcast=True)
+    b2 = (w >> 16).to(tl.uint8).to(tl.int8, bitcast=True)
+    b3 = (w >> 24).to(tl.uint8).to(tl.int8, bitcast=True)
+    return tl.reshape(tl.join(tl.join(b0, b2), tl.join(b1, b3)), (w.shape[0], 4 * w.shape[1]))
+
+
+@triton.jit
+def _unpack16(x):
+    """(R, C) packed bytes -> (lo, hi), two (R, C) int8 tiles: 16 x the low-nibble codes (the
+    even k) and 16 x the high-nibble codes (the odd k)."""
+    # TODO: unpack in place, four bytes at a time: w = _words(x); then
+    #       lo = _bytes((w << 4) & 0xF0F0F0F0) (each low nibble moved to the top of its byte)
+    #       and hi = _bytes(w & 0xF0F0F0F0) (each high nibble kept where it is, the low cleared).
+    #       Read as int8, a byte whose nibble sits on top of four zero bits is 16 x that
+    #       nibble's signed code: no sign extension. Return lo, hi.
 
 
 @triton.jit
 def int4_matmul_kernel(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, KH,
                        stride_am, stride_ak, stride_bn, stride_bk, stride_sa, stride_sb,
                        stride_cm, stride_cn, APPLY_SCALES: tl.constexpr,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    # Given: the (BLOCK_M, BLOCK_N) tile of C this program computes, and its edges on M and N.
-    pid_m = tl.program_id(axis=0)
-    pid_n = tl.program_id(axis=1)
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                       GROUP_M: tl.constexpr):
+    # Given: which (BLOCK_M, BLOCK_N) tile of C this program computes. The grid is 1-D; the
+    # program ids run down GROUP_M tiles of a column, then to the next column (Triton's matmul
+    # tutorial), so programs that run together share rows of A and columns of B in L2.
+    pid = tl.program_id(axis=0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    group = pid // (GROUP_M * num_pid_n)
+    first_pid_m = group * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + (pid % (GROUP_M * num_pid_n)) % group_size_m
+    pid_n = (pid % (GROUP_M * num_pid_n)) // group_size_m
+    # Given: the tile's rows and columns, and its edges on M and N.
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)   # rows of A and C
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)   # rows of B, columns of C
     offs_k = tl.arange(0, BLOCK_K)                      # packed bytes along K
     mask_m = offs_m < M
     mask_n = offs_n < N
 
-    # TODO 1: the tile's accumulator, in int32 (exact for any realistic K):
-    #         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32).
+    # TODO 1: the tile's accumulator, in int32: acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32).
     for k0 in range(0, KH, BLOCK_K):
         kk = k0 + offs_k                                # this step's packed bytes
         # TODO 2: mask_k = kk < KH: True for the bytes that lie inside a row (KH = K/2 bytes);
         #         the last step may run past them (the K tail). Both loads below use it.
         # Given: the addresses of this step's byte tiles, from the strides (so transposed or
-        # sliced views need no copy): A's (BLOCK_M, BLOCK_K) tile, and B's tile loaded already
-        # transposed, (BLOCK_K, BLOCK_N), ready to be the right operand of the dot.
+        # sliced views need no copy). Both tiles are K last, as they lie in memory: A's is
+        # (BLOCK_M, BLOCK_K), B's (BLOCK_N, BLOCK_K).
         a_ptrs = a_ptr + offs_m[:, None] * stride_am + kk[None, :] * stride_ak
-        b_ptrs = b_ptr + offs_n[None, :] * stride_bn + kk[:, None] * stride_bk
+        b_ptrs = b_ptr + offs_n[:, None] * stride_bn + kk[None, :] * stride_bk
         # TODO 3: a = tl.load(a_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0) and
-        #         b = tl.load(b_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0), each
-        #         converted with .to(tl.int32) (the nibble arithmetic below, n - 16 included,
-        #         is done in int32). other=0: a zero byte is two zero codes, which add nothing.
-        # TODO 4: unpack each tile into two int8 tiles of the same shape with _sign_extend:
-        #         a_lo = _sign_extend(a & 0xF) (low nibbles: the even k),
-        #         a_hi = _sign_extend(a >> 4) (high nibbles: the odd k); b_lo, b_hi from b alike.
+        #         b = tl.load(b_ptrs, mask=mask_n[:, None] & mask_k[None, :], other=0), the
+        #         bytes as they are (uint8). other=0: a zero byte is two zero codes.
+        # TODO 4: a_lo, a_hi = _unpack16(a) and b_lo, b_hi = _unpack16(b).
         # TODO 5: two int8 dots into the accumulator, low with low and high with high in BOTH
-        #         operands: acc = tl.dot(a_lo, b_lo, acc, out_dtype=tl.int32), then
-        #         acc = tl.dot(a_hi, b_hi, acc, out_dtype=tl.int32). int8 x int8 -> int32 is
-        #         exact. Say out_dtype=tl.int32: Triton 3.6 (what many GPU installs of torch
-        #         pin) defaults tl.dot to float32 and refuses an int32 accumulator without it
-        #         (3.9 infers it from acc).
+        #         operands, B's tiles transposed to (BLOCK_K, BLOCK_N):
+        #         acc = tl.dot(a_lo, tl.trans(b_lo), acc, out_dtype=tl.int32), then
+        #         acc = tl.dot(a_hi, tl.trans(b_hi), acc, out_dtype=tl.int32). Say
+        #         out_dtype=tl.int32: Triton 3.6 (what many GPU installs of torch pin) defaults
+        #         tl.dot to float32 and refuses an int32 accumulator without it.
+    # TODO 6: every product carried 16 x 16 = 256: acc = acc >> 8 (an arithmetic shift of the
+    #         int32 sums, exact: each is a multiple of 256) gives the true integer sums.
 
     # Given: where the tile goes in C, and which of its elements lie inside C.
     c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
     c_mask = mask_m[:, None] & mask_n[None, :]
     if APPLY_SCALES:
-        # TODO 6: the scales, in fp32, after the integer sum (a float out_dtype):
+        # TODO 7: the scales, in fp32, after the integer sum (a float out_dtype):
         #         sa = tl.load(sa_ptr + offs_m * stride_sa, mask=mask_m, other=0.0) (one per row
         #         of the tile; stride_sa is 0 for a per-tensor scale),
         #         sb = tl.load(sb_ptr + offs_n * stride_sb, mask=mask_n, other=0.0) (one per column);
@@ -336,13 +428,45 @@ def int4_matmul_kernel(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, KH,
         tl.store(c_ptrs, acc, mask=c_mask)              # out_dtype int32: the raw sums
 
 
-# One fixed config per device, no autotuning. The interpreter runs each program as a series of
-# NumPy calls, so few 64x64 tiles keep it fast (BLOCK_K = 64 bytes = 128 values of K). On a GPU,
-# 128x128 tiles give each loaded byte more reuse; two int8 dots of K = 64 per step are legal on
-# every NVIDIA target (K >= 32 for 8-bit operands), and num_stages=3 overlaps the next loads
-# with this step's dots.
-CPU_CONFIG = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64)
-GPU_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)
+# Fixed configs, no autotuning: `int4lab inspect` compiles exactly what a GPU would run (an
+# autotuner picks its config by timing on the GPU, which inspect cannot do), and the choice below
+# is the one its static estimate favours (docs/PERFORMANCE.md); it is not yet tuned by timing.
+# The interpreter runs each program as a series of NumPy calls: a few 64x64 tiles keep it fast
+# (BLOCK_K = 64 bytes = 128 values of K). On a GPU, 256x128 tiles with 8 warps (two warpgroups
+# of 128 rows each on Hopper) spread each unpacked byte over the most tensor-core work that
+# fits in 255 registers, and num_stages=3 loads the next steps while this one computes. With
+# few rows (M <= 64: a handful of tokens) the GEMM is memory-bound and most of a 256-row tile
+# would be padding that still gets unpacked and multiplied: one warpgroup's 64 rows instead
+# (4 warps), the same number of programs along N. Every config keeps BLOCK_K >= 32 (the int8
+# dot's minimum K).
+CPU_CONFIG = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, GROUP_M=8)
+GPU_CONFIG = dict(BLOCK_M=256, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
+GPU_CONFIG_FEW_ROWS = dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4,
+                           num_stages=3)
+
+# The in-place unpack scales every product by 256, at most 2^14 in size: int32 sums are exact
+# for K < 2^17 values, i.e. K/2 < 65536 packed bytes.
+MAX_K = 2 ** 17 - 2
+
+
+def _config(a, M):
+    """The launch config: the interpreter's, or a GPU's chosen by the number of rows."""
+    if not a.is_cuda:
+        return CPU_CONFIG
+    return GPU_CONFIG if M > 64 else GPU_CONFIG_FEW_ROWS
+
+
+def _in_k_chunks(a, a_scale, b, b_scale, out_dtype):
+    """K beyond MAX_K (a weight gradient reduces over every token of a batch): the exact int32
+    sums of K chunks within the kernel's range, added, then the scales in the kernel's order.
+    One extra launch per 131070 values of K, and still exact (|sum| <= 64 K < 2^31 for K < 2^25)."""
+    step = MAX_K // 2
+    acc = sum(int4_matmul(a[:, i:i + step], a_scale, b[:, i:i + step], b_scale, torch.int32)
+              for i in range(0, a.shape[1], step))
+    if out_dtype == torch.int32:
+        return acc
+    b_s = b_scale.float().reshape(1, -1) if b_scale.dim() else b_scale.float()
+    return (acc.float() * a_scale.float() * b_s).to(out_dtype)
 
 
 def _scale_vector(s):
@@ -358,15 +482,16 @@ def int4_matmul(a, a_scale, b, b_scale, out_dtype=torch.float32):
     """C = (A_codes · B_codesᵀ) · a_scale · b_scaleᵀ for a (M, K/2), b (N, K/2) packed along K:
     validate, allocate C (M, N) in out_dtype, launch one program per (BLOCK_M, BLOCK_N) tile."""
     validate_int4_matmul(a, a_scale, b, b_scale, out_dtype)
+    if 2 * a.shape[1] > MAX_K:                  # beyond the in-place unpack's int32 range
+        return _in_k_chunks(a, a_scale, b, b_scale, out_dtype)
     # TODO 1: M, KH = a.shape (KH = K/2 packed bytes per row); N = b.shape[0];
     #         c = torch.empty((M, N), dtype=out_dtype, device=a.device).
     #         If M == 0 or N == 0 there is nothing to launch: return c.
     # TODO 2: each scale as an fp32 vector and its stride, with the given helper:
     #         sa, stride_sa = _scale_vector(a_scale); sb, stride_sb = _scale_vector(b_scale).
-    # TODO 3: cfg = GPU_CONFIG if a.is_cuda else CPU_CONFIG (tile sizes and, on a GPU,
-    #         num_warps and num_stages; keep BLOCK_K >= 32: Triton requires K >= 32 for a dot
-    #         of 8-bit operands on every NVIDIA GPU);
-    #         grid = (triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(N, cfg["BLOCK_N"])).
+    # TODO 3: cfg = _config(a, M) (the given choice of tiles, GROUP_M and, on a GPU, num_warps
+    #         and num_stages); a 1-D grid, one program per tile:
+    #         grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),).
     #         Launch int4_matmul_kernel[grid](a, b, sa, sb, c, M, N, KH,
     #         a.stride(0), a.stride(1), b.stride(0), b.stride(1), stride_sa, stride_sb,
     #         c.stride(0), c.stride(1), APPLY_SCALES=out_dtype != torch.int32, **cfg). Return c.
@@ -445,7 +570,8 @@ int4lab.progress();
 # - the **tensor-core instructions** it uses: on `sm_90` an int8 `tl.dot` becomes
 #   `IGMMA...S8.S8` (wgmma), on `sm_80` `IMMA...S8.S8`;
 # - the **main loop's instructions by class**: how many integer/bit instructions (your nibble
-#   unpacking: `& 0xF`, `>> 4`, the sign extension) the GPU must issue for each tensor-core one;
+#   unpacking, and the moving of bytes between registers) the GPU must issue for each
+#   tensor-core one;
 # - a **predicted bound**, an *estimate* from the compiled code, not a measurement: time on the
 #   tensor cores, time to issue the loop's instructions (4 per cycle per SM) and time to move its
 #   bytes, per loop step; the largest wins (the model is written down in docs/PERFORMANCE.md).
@@ -460,12 +586,27 @@ report = compiled.show("int4_matmul", arch="sm_90")
 # %% [markdown]
 # Read the loop line: for every tensor-core instruction, how many other instructions does the
 # loop issue? A GEMM whose tensor cores do the work needs only a handful (addresses, loads, a
-# barrier). Unpacking every nibble in the loop costs several integer instructions per element,
-# so the schedulers, not the tensor cores, set the pace: the estimate says **issue-bound**, and
-# the fraction is the share of the INT8 tensor-core peak it would reach. This is the price of
-# packed INT4 on a GPU without INT4 tensor cores: memory moves half a byte per value, but every
-# value must be unpacked before the INT8 tensor cores can use it. Lesson 08 looks at where a whole
-# layer's time goes.
+# barrier). This is the price of packed INT4 on a GPU without INT4 tensor cores: memory moves half
+# a byte per value, but every value must be unpacked before the INT8 tensor cores can use it, and
+# an SM issues only 4 warp-instructions per cycle. Too many unpack instructions and the schedulers,
+# not the tensor cores, set the pace: the estimate says **issue-bound**, and the fraction is the
+# share of the INT8 tensor-core peak it would reach.
+#
+# How the course's kernel got from one to the other (*static estimate from compiled code, Triton
+# 3.9.0, sm_90, 2026-11-29*; the model: `int4lab inspect`'s estimate, written down in
+# docs/PERFORMANCE.md, not a measurement; the middle rows are variants compiled for this table):
+#
+# | unpacking | tiles | loop instructions | other per tensor-core instruction | estimate |
+# |---|---|---|---|---|
+# | shift down, sign-extend each nibble in int32 | 128 × 128 | 970 | 241.5 | issue-bound, 26 % of peak |
+# | in place (16 × codes), byte by byte | 128 × 128 | 333 | 82.3 | issue-bound, 77 % |
+# | in place, 4 bytes per 32-bit word | 128 × 128 | 221 | 54.3 | tensor-core bound |
+# | **in place, 4 bytes per word** (the kernel) | **256 × 128** | **305** | **37.1** | **tensor-core bound** |
+#
+# Under Triton 3.6.0 the last row reads 304 instructions, 37.0 per tensor-core instruction, also
+# tensor-core bound; before, 972 and 242, issue-bound at 26 %. Whether a real H200 follows is for a
+# GPU to measure (`int4lab bench`, lesson 08): the model ignores latency, shared memory and the
+# grid's tail. Lesson 08 looks at where a whole layer's time goes.
 
 # %%
 if report is not None:
@@ -489,6 +630,9 @@ if report is not None:
 #    two codes per byte, and why?
 # 6. Your kernel passes every check except `127x129, K=254`, where the last rows of `C` are wrong.
 #    What is missing?
+# 7. Unpacked in place, why does the kernel need no sign extension, and why does it stop at
+#    `K < 131 072` when section 2 promised int32 exactness up to 33 million? (What does the
+#    launcher do beyond that?)
 
 # %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answers**
@@ -509,8 +653,13 @@ if report is not None:
 #    so it is memory-bound, and moving half a byte per weight instead of one (int8) or two (bf16)
 #    cuts its time. The 4096³ GEMM is compute-bound: packing changes its traffic, not its time.
 # 6. The last, partial row tile: rows `64..126` of the CPU's `BLOCK_M = 64` tiling need
-#    `offs_m < M` masks on the loads of `A` and on the store of `C`, and the grid must have
-#    `cdiv(M, BLOCK_M)` programs along that axis (`M // BLOCK_M` leaves them out).
+#    `offs_m < M` masks on the loads of `A` and on the store of `C`, and the grid must count
+#    `cdiv(M, BLOCK_M)` tiles down (`M // BLOCK_M` leaves them out).
+# 7. A nibble moved to the top four bits of an int8 (with zeros below) has its top bit in the
+#    int8's sign bit, so the int8 is already 16 × its two's complement code. But each product
+#    is then 256 × the codes' product, up to `128 · 128 = 2¹⁴` instead of 64, so the int32 sum is
+#    safe only for `K · 2¹⁴ < 2³¹`: `K < 2¹⁷`. Beyond it the launcher runs the kernel on chunks
+#    of `K` within the limit (int32 results, no scales) and adds them, then applies the scales.
 
 # %% [markdown]
 # ## Summary
@@ -521,6 +670,9 @@ if report is not None:
 # - Hopper has no INT4 tensor cores and Triton no INT4 dot: INT4 values run in int8 registers on
 #   INT8 tensor cores, a ceiling of 2× bf16. Packing halves the memory traffic of int8 storage.
 # - Packed operands need no interleave: low nibbles with low, high with high, two dots.
+# - Unpacked in place (`(b << 4) & 0xF0`, `b & 0xF0`, four bytes per 32-bit word) the codes
+#   enter the dots as 16 × themselves and a shift by 8 ends it: few enough instructions that the
+#   estimate for 256 × 128 tiles on an H200 is tensor-core bound; `K` beyond `2¹⁷` goes in chunks.
 #
 # **Next: lesson 04, the Hadamard quantizer.** INT4 per tensor fails on outlier channels
 # (lessons 02 and 03). The paper's fix rotates each block of 32 channels with a Hadamard matrix

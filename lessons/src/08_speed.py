@@ -157,17 +157,23 @@ for h, (model, (paper_lo, paper_hi)) in l08.model_vs_paper(quant_bytes=24).items
 # - **gemm**: our `int4_matmul` against `torch.mm` in bf16 (cuBLAS), `torch._int_mm` (int8,
 #   cuBLASLt) and `torch._scaled_mm` in FP8, at sizes 1024³ to 8192³ and LLaMA-like shapes;
 # - **memory**: `hadamard_quantize`, `quantize_int4`, `bit_split` as a percentage of the copy
-#   bandwidth measured in the same run (`torch.clone`): 100% is the most a memory-bound kernel
-#   can reach;
+#   bandwidth measured in the same run (`torch.clone`, which reads and writes every byte): 100%
+#   is the most a memory-bound kernel can reach. The bytes come from a stated model, written into
+#   the results per kernel (`bytes_read`, `bytes_written`): the quantizers read x once and write
+#   half a byte per value plus the scales; `bit_split` reads its input twice (two passes) and
+#   writes two packed halves;
 # - **linear**: `Int4Linear` forward + backward against a bf16 `nn.Linear` at hidden 2048, 4096,
-#   8192, with the time of each quantized piece;
+#   8192 (the same weights, the same bf16 input), with the time of each quantized piece the layer
+#   calls, at the layer's own shapes (the forward GEMM is tokens × d_out × d_in);
 # - **block**: one transformer block's training step, bf16 against INT4.
 #
 # Done right: every case is **checked against the spec before it is timed** (a fast wrong
-# kernel is worthless), inputs are random (zeros flatter memory-bound kernels), and each figure
-# is the median of `triton.testing.do_bench` (warm-up, L2 flushed) over several input sets.
-# The results file records the GPU, driver, versions and date: a number without its machine
-# means nothing.
+# kernel is worthless; the layer's Y, dX and dW against the bf16 layer's within stated bounds),
+# then the kernel is timed through its fast entry, without the input validation (a host sync
+# per call) that the checked entry does; inputs are random (zeros flatter memory-bound kernels),
+# and each figure is the median of `triton.testing.do_bench` (warm-up, L2 flushed) over several
+# input sets. A case that fails is recorded and the others still run. The results file records
+# the GPU, driver, versions and date: a number without its machine means nothing.
 #
 # ### Recorded results
 #

@@ -6,30 +6,67 @@ from int4lab.spec.quantizers import validate_int4_matmul
 
 
 @triton.jit
-def _sign_extend(n):
-    """int32 nibbles 0..15 -> int8 codes -8..7."""
-    # TODO: sign extension. A nibble n >= 8 is the two's complement code n - 16 (0xF -> -1,
-    #       0x8 -> -8); a nibble below 8 is its own code. Return tl.where(n >= 8, n - 16, n)
-    #       converted with .to(tl.int8).
-    return tl.where(n >= 8, n - 16, n).to(tl.int8)
+def _words(x):
+    """(R, C) byte tile -> (R, C // 4) uint32: bytes 4i .. 4i+3 of a row as one 32-bit word
+    (byte 4i in the lowest bits, as in memory). Given."""
+    q = tl.reshape(x.to(tl.uint8, bitcast=True), (x.shape[0], x.shape[1] // 4, 2, 2))
+    even, odd = tl.split(q)             # bytes 4i, 4i+2 | bytes 4i+1, 4i+3
+    b0, b2 = tl.split(even)
+    b1, b3 = tl.split(odd)
+    return (b0.to(tl.uint32) | (b1.to(tl.uint32) << 8) | (b2.to(tl.uint32) << 16)
+            | (b3.to(tl.uint32) << 24))
+
+
+@triton.jit
+def _bytes(w):
+    """(R, C // 4) uint32 words -> (R, C) int8 tile: the inverse of _words. Given."""
+    b0 = w.to(tl.uint8).to(tl.int8, bitcast=True)
+    b1 = (w >> 8).to(tl.uint8).to(tl.int8, bitcast=True)
+    b2 = (w >> 16).to(tl.uint8).to(tl.int8, bitcast=True)
+    b3 = (w >> 24).to(tl.uint8).to(tl.int8, bitcast=True)
+    return tl.reshape(tl.join(tl.join(b0, b2), tl.join(b1, b3)), (w.shape[0], 4 * w.shape[1]))
+
+
+@triton.jit
+def _unpack16(x):
+    """(R, C) packed bytes -> (lo, hi), two (R, C) int8 tiles: 16 x the low-nibble codes (the
+    even k) and 16 x the high-nibble codes (the odd k)."""
+    # TODO: unpack in place, four bytes at a time: w = _words(x); then
+    #       lo = _bytes((w << 4) & 0xF0F0F0F0) (each low nibble moved to the top of its byte)
+    #       and hi = _bytes(w & 0xF0F0F0F0) (each high nibble kept where it is, the low cleared).
+    #       Read as int8, a byte whose nibble sits on top of four zero bits is 16 x that
+    #       nibble's signed code: no sign extension. Return lo, hi.
+    w = _words(x)
+    lo = _bytes((w << 4) & 0xF0F0F0F0)
+    hi = _bytes(w & 0xF0F0F0F0)
+    return lo, hi
 
 
 @triton.jit
 def int4_matmul_kernel(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, KH,
                        stride_am, stride_ak, stride_bn, stride_bk, stride_sa, stride_sb,
                        stride_cm, stride_cn, APPLY_SCALES: tl.constexpr,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    # Given: the (BLOCK_M, BLOCK_N) tile of C this program computes, and its edges on M and N.
-    pid_m = tl.program_id(axis=0)
-    pid_n = tl.program_id(axis=1)
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                       GROUP_M: tl.constexpr):
+    # Given: which (BLOCK_M, BLOCK_N) tile of C this program computes. The grid is 1-D; the
+    # program ids run down GROUP_M tiles of a column, then to the next column (Triton's matmul
+    # tutorial), so programs that run together share rows of A and columns of B in L2.
+    pid = tl.program_id(axis=0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    group = pid // (GROUP_M * num_pid_n)
+    first_pid_m = group * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + (pid % (GROUP_M * num_pid_n)) % group_size_m
+    pid_n = (pid % (GROUP_M * num_pid_n)) // group_size_m
+    # Given: the tile's rows and columns, and its edges on M and N.
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)   # rows of A and C
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)   # rows of B, columns of C
     offs_k = tl.arange(0, BLOCK_K)                      # packed bytes along K
     mask_m = offs_m < M
     mask_n = offs_n < N
 
-    # TODO 1: the tile's accumulator, in int32 (exact for any realistic K):
-    #         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32).
+    # TODO 1: the tile's accumulator, in int32: acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32).
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     for k0 in range(0, KH, BLOCK_K):
         kk = k0 + offs_k                                # this step's packed bytes
@@ -37,37 +74,35 @@ def int4_matmul_kernel(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, KH,
         #         the last step may run past them (the K tail). Both loads below use it.
         mask_k = kk < KH
         # Given: the addresses of this step's byte tiles, from the strides (so transposed or
-        # sliced views need no copy): A's (BLOCK_M, BLOCK_K) tile, and B's tile loaded already
-        # transposed, (BLOCK_K, BLOCK_N), ready to be the right operand of the dot.
+        # sliced views need no copy). Both tiles are K last, as they lie in memory: A's is
+        # (BLOCK_M, BLOCK_K), B's (BLOCK_N, BLOCK_K).
         a_ptrs = a_ptr + offs_m[:, None] * stride_am + kk[None, :] * stride_ak
-        b_ptrs = b_ptr + offs_n[None, :] * stride_bn + kk[:, None] * stride_bk
+        b_ptrs = b_ptr + offs_n[:, None] * stride_bn + kk[None, :] * stride_bk
         # TODO 3: a = tl.load(a_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0) and
-        #         b = tl.load(b_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0), each
-        #         converted with .to(tl.int32) (the nibble arithmetic below, n - 16 included,
-        #         is done in int32). other=0: a zero byte is two zero codes, which add nothing.
-        a = tl.load(a_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0).to(tl.int32)
-        b = tl.load(b_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0).to(tl.int32)
-        # TODO 4: unpack each tile into two int8 tiles of the same shape with _sign_extend:
-        #         a_lo = _sign_extend(a & 0xF) (low nibbles: the even k),
-        #         a_hi = _sign_extend(a >> 4) (high nibbles: the odd k); b_lo, b_hi from b alike.
-        a_lo = _sign_extend(a & 0xF)
-        a_hi = _sign_extend(a >> 4)
-        b_lo = _sign_extend(b & 0xF)
-        b_hi = _sign_extend(b >> 4)
+        #         b = tl.load(b_ptrs, mask=mask_n[:, None] & mask_k[None, :], other=0), the
+        #         bytes as they are (uint8). other=0: a zero byte is two zero codes.
+        a = tl.load(a_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0)
+        b = tl.load(b_ptrs, mask=mask_n[:, None] & mask_k[None, :], other=0)
+        # TODO 4: a_lo, a_hi = _unpack16(a) and b_lo, b_hi = _unpack16(b).
+        a_lo, a_hi = _unpack16(a)
+        b_lo, b_hi = _unpack16(b)
         # TODO 5: two int8 dots into the accumulator, low with low and high with high in BOTH
-        #         operands: acc = tl.dot(a_lo, b_lo, acc, out_dtype=tl.int32), then
-        #         acc = tl.dot(a_hi, b_hi, acc, out_dtype=tl.int32). int8 x int8 -> int32 is
-        #         exact. Say out_dtype=tl.int32: Triton 3.6 (what many GPU installs of torch
-        #         pin) defaults tl.dot to float32 and refuses an int32 accumulator without it
-        #         (3.9 infers it from acc).
-        acc = tl.dot(a_lo, b_lo, acc, out_dtype=tl.int32)
-        acc = tl.dot(a_hi, b_hi, acc, out_dtype=tl.int32)
+        #         operands, B's tiles transposed to (BLOCK_K, BLOCK_N):
+        #         acc = tl.dot(a_lo, tl.trans(b_lo), acc, out_dtype=tl.int32), then
+        #         acc = tl.dot(a_hi, tl.trans(b_hi), acc, out_dtype=tl.int32). Say
+        #         out_dtype=tl.int32: Triton 3.6 (what many GPU installs of torch pin) defaults
+        #         tl.dot to float32 and refuses an int32 accumulator without it.
+        acc = tl.dot(a_lo, tl.trans(b_lo), acc, out_dtype=tl.int32)
+        acc = tl.dot(a_hi, tl.trans(b_hi), acc, out_dtype=tl.int32)
+    # TODO 6: every product carried 16 x 16 = 256: acc = acc >> 8 (an arithmetic shift of the
+    #         int32 sums, exact: each is a multiple of 256) gives the true integer sums.
+    acc = acc >> 8
 
     # Given: where the tile goes in C, and which of its elements lie inside C.
     c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
     c_mask = mask_m[:, None] & mask_n[None, :]
     if APPLY_SCALES:
-        # TODO 6: the scales, in fp32, after the integer sum (a float out_dtype):
+        # TODO 7: the scales, in fp32, after the integer sum (a float out_dtype):
         #         sa = tl.load(sa_ptr + offs_m * stride_sa, mask=mask_m, other=0.0) (one per row
         #         of the tile; stride_sa is 0 for a per-tensor scale),
         #         sb = tl.load(sb_ptr + offs_n * stride_sb, mask=mask_n, other=0.0) (one per column);
@@ -82,13 +117,45 @@ def int4_matmul_kernel(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, KH,
         tl.store(c_ptrs, acc, mask=c_mask)              # out_dtype int32: the raw sums
 
 
-# One fixed config per device, no autotuning. The interpreter runs each program as a series of
-# NumPy calls, so few 64x64 tiles keep it fast (BLOCK_K = 64 bytes = 128 values of K). On a GPU,
-# 128x128 tiles give each loaded byte more reuse; two int8 dots of K = 64 per step are legal on
-# every NVIDIA target (K >= 32 for 8-bit operands), and num_stages=3 overlaps the next loads
-# with this step's dots.
-CPU_CONFIG = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64)
-GPU_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)
+# Fixed configs, no autotuning: `int4lab inspect` compiles exactly what a GPU would run (an
+# autotuner picks its config by timing on the GPU, which inspect cannot do), and the choice below
+# is the one its static estimate favours (docs/PERFORMANCE.md); it is not yet tuned by timing.
+# The interpreter runs each program as a series of NumPy calls: a few 64x64 tiles keep it fast
+# (BLOCK_K = 64 bytes = 128 values of K). On a GPU, 256x128 tiles with 8 warps (two warpgroups
+# of 128 rows each on Hopper) spread each unpacked byte over the most tensor-core work that
+# fits in 255 registers, and num_stages=3 loads the next steps while this one computes. With
+# few rows (M <= 64: a handful of tokens) the GEMM is memory-bound and most of a 256-row tile
+# would be padding that still gets unpacked and multiplied: one warpgroup's 64 rows instead
+# (4 warps), the same number of programs along N. Every config keeps BLOCK_K >= 32 (the int8
+# dot's minimum K).
+CPU_CONFIG = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, GROUP_M=8)
+GPU_CONFIG = dict(BLOCK_M=256, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
+GPU_CONFIG_FEW_ROWS = dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4,
+                           num_stages=3)
+
+# The in-place unpack scales every product by 256, at most 2^14 in size: int32 sums are exact
+# for K < 2^17 values, i.e. K/2 < 65536 packed bytes.
+MAX_K = 2 ** 17 - 2
+
+
+def _config(a, M):
+    """The launch config: the interpreter's, or a GPU's chosen by the number of rows."""
+    if not a.is_cuda:
+        return CPU_CONFIG
+    return GPU_CONFIG if M > 64 else GPU_CONFIG_FEW_ROWS
+
+
+def _in_k_chunks(a, a_scale, b, b_scale, out_dtype):
+    """K beyond MAX_K (a weight gradient reduces over every token of a batch): the exact int32
+    sums of K chunks within the kernel's range, added, then the scales in the kernel's order.
+    One extra launch per 131070 values of K, and still exact (|sum| <= 64 K < 2^31 for K < 2^25)."""
+    step = MAX_K // 2
+    acc = sum(int4_matmul(a[:, i:i + step], a_scale, b[:, i:i + step], b_scale, torch.int32)
+              for i in range(0, a.shape[1], step))
+    if out_dtype == torch.int32:
+        return acc
+    b_s = b_scale.float().reshape(1, -1) if b_scale.dim() else b_scale.float()
+    return (acc.float() * a_scale.float() * b_s).to(out_dtype)
 
 
 def _scale_vector(s):
@@ -104,15 +171,16 @@ def int4_matmul(a, a_scale, b, b_scale, out_dtype=torch.float32):
     """C = (A_codes · B_codesᵀ) · a_scale · b_scaleᵀ for a (M, K/2), b (N, K/2) packed along K:
     validate, allocate C (M, N) in out_dtype, launch one program per (BLOCK_M, BLOCK_N) tile."""
     validate_int4_matmul(a, a_scale, b, b_scale, out_dtype)
+    if 2 * a.shape[1] > MAX_K:                  # beyond the in-place unpack's int32 range
+        return _in_k_chunks(a, a_scale, b, b_scale, out_dtype)
     # TODO 1: M, KH = a.shape (KH = K/2 packed bytes per row); N = b.shape[0];
     #         c = torch.empty((M, N), dtype=out_dtype, device=a.device).
     #         If M == 0 or N == 0 there is nothing to launch: return c.
     # TODO 2: each scale as an fp32 vector and its stride, with the given helper:
     #         sa, stride_sa = _scale_vector(a_scale); sb, stride_sb = _scale_vector(b_scale).
-    # TODO 3: cfg = GPU_CONFIG if a.is_cuda else CPU_CONFIG (tile sizes and, on a GPU,
-    #         num_warps and num_stages; keep BLOCK_K >= 32: Triton requires K >= 32 for a dot
-    #         of 8-bit operands on every NVIDIA GPU);
-    #         grid = (triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(N, cfg["BLOCK_N"])).
+    # TODO 3: cfg = _config(a, M) (the given choice of tiles, GROUP_M and, on a GPU, num_warps
+    #         and num_stages); a 1-D grid, one program per tile:
+    #         grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),).
     #         Launch int4_matmul_kernel[grid](a, b, sa, sb, c, M, N, KH,
     #         a.stride(0), a.stride(1), b.stride(0), b.stride(1), stride_sa, stride_sb,
     #         c.stride(0), c.stride(1), APPLY_SCALES=out_dtype != torch.int32, **cfg). Return c.
@@ -123,10 +191,12 @@ def int4_matmul(a, a_scale, b, b_scale, out_dtype=torch.float32):
         return c
     sa, stride_sa = _scale_vector(a_scale)
     sb, stride_sb = _scale_vector(b_scale)
-    cfg = GPU_CONFIG if a.is_cuda else CPU_CONFIG
-    grid = (triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(N, cfg["BLOCK_N"]))
+    cfg = _config(a, M)
+    grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
     int4_matmul_kernel[grid](a, b, sa, sb, c, M, N, KH,
-                             a.stride(0), a.stride(1), b.stride(0), b.stride(1), stride_sa, stride_sb,
-                             c.stride(0), c.stride(1), APPLY_SCALES=out_dtype != torch.int32, **cfg)
+                             a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+                             stride_sa, stride_sb, c.stride(0), c.stride(1),
+                             APPLY_SCALES=out_dtype != torch.int32, **cfg)
     return c
+
 

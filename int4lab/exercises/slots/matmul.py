@@ -5,8 +5,8 @@ tile, so a missing mask on any of the three axes shows), per-row and per-tensor 
 out_dtype the interpreter has (int32 raw products compared bit for bit, fp32 and fp16 within a
 few ulps; bf16 only on a GPU), non-contiguous and sliced operands and empty outputs. The hints
 recompute the product the usual bugs would give (codes not sign-extended, nibbles swapped in
-one operand, one nibble half left out, the K tail dropped, scales forgotten or on the wrong
-axis) and name the one that matches.
+one operand, one nibble half left out, the in-place unpack's factor 256 not shifted out, the K
+tail dropped, scales forgotten or on the wrong axis) and name the one that matches.
 """
 import torch
 
@@ -188,6 +188,22 @@ def _hint_codes(args, kwargs, expected, got):
     return None
 
 
+def _hint_shift_back(args, kwargs, expected, got):
+    """The in-place unpack's factor left in C: 16 x each code in both operands, 256 x a product."""
+    if not _usable(expected, got):
+        return None
+    a, _, b, _ = args
+    acc = _codes(a) @ _codes(b).T
+    if not acc.any():
+        return None
+    for factor, what in ((256, "256 x"), (16, "16 x"), (1 / 16, "1/16 of")):
+        if _same(expected, got, _finish(acc * factor, args, kwargs)):
+            return (f"C is {what} the product: unpacked in place, both operands of each dot "
+                    "carry 16 x their codes, so the int32 sums are 16 x 16 = 256 x the product; "
+                    "shift them right by 8 after the K loop (acc = acc >> 8), before the scales")
+    return None
+
+
 def _hint_k_tail(args, kwargs, expected, got):
     """The last partial K block dropped or garbled: only the first full blocks are summed."""
     if not _usable(expected, got):
@@ -364,8 +380,8 @@ def _bf16_mm(a, a_scale, b, b_scale, out_dtype=torch.bfloat16):
 register(Slot(
     name="int4_matmul", spec=int4_matmul_spec, trusted=int4_matmul_trusted, validate=validate_int4_matmul,
     triton="int4lab.kernels.int4_matmul:int4_matmul", lesson="03", checks=_checks(),
-    hints=[_hint_shape, _hint_dtype, _hint_codes, _hint_k_tail, _hint_scales, _hint_edges,
-           _hint_strides],
+    hints=[_hint_shape, _hint_dtype, _hint_codes, _hint_shift_back, _hint_k_tail, _hint_scales,
+           _hint_edges, _hint_strides],
     bench=Bench(make=_bench_make, baseline=_bf16_mm, baseline_name="torch.mm (bf16, cuBLAS)",
                 sizes=(1024, 2048, 4096, 8192, (8192, 4096, 4096), (8192, 11008, 4096)),
                 unit="TFLOP/s",
