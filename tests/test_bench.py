@@ -1,5 +1,4 @@
 """The benchmark suite's smoke mode: every case runs and is checked at tiny sizes, untimed."""
-import contextlib
 import json
 
 import pytest
@@ -91,27 +90,27 @@ def test_smoke_rows_carry_the_byte_model(smoke):
 
 def test_the_fast_entry_skips_every_validation():
     """What is timed has no host sync: registry.dispatch validates twice (the registry and the
-    launcher), dispatch_trusted still once (the launcher), launcher_checks_off not at all."""
+    launcher); dispatch_trusted, the layers' entry, runs the library's launcher with its
+    value-reading checks off (and a NaN goes through unseen), while a direct call checks."""
     from int4lab.exercises import registry
     from int4lab.perf.layer_counts import Counter
-    kernel = __import__("int4lab.kernels.quantize_int4", fromlist=["x"])
-    original = kernel.validate_quantize_int4
     x = torch.randn(8, 64)
     syncs = {}
     with registry.use("triton"):
-        for how in ("dispatch", "trusted", "unchecked"):
-            with bench.launcher_checks_off("quantize_int4") if how == "unchecked" else contextlib.nullcontext():
-                with Counter(10**9) as c:
-                    (registry.dispatch if how == "dispatch" else registry.dispatch_trusted)("quantize_int4", x)
+        for how in ("dispatch", "trusted"):
+            with Counter(10**9) as c:
+                (registry.dispatch if how == "dispatch" else registry.dispatch_trusted)("quantize_int4", x)
             syncs[how] = c.counts()["host_syncs"]
         bad = x.clone()
         bad[0, 0] = float("nan")
-        with bench.launcher_checks_off("quantize_int4"):
-            bench.trusted("quantize_int4")(bad)                 # nothing looks at the input
+        bench.trusted("quantize_int4")(bad)                     # nothing looks at the values
         with pytest.raises(ValueError, match="NaN"):
-            bench.trusted("quantize_int4")(bad)                 # the launcher checks again
-    assert syncs["dispatch"] > syncs["trusted"] > syncs["unchecked"] == 0
-    assert kernel.validate_quantize_int4 is original
+            registry.dispatch("quantize_int4", bad)
+        with pytest.raises(ValueError, match="NaN"):
+            registry.get("quantize_int4").triton_fn()(bad)      # the launcher alone checks again
+        with pytest.raises(ValueError, match="even"):           # shapes are still checked
+            bench.trusted("quantize_int4")(torch.randn(8, 63))
+    assert syncs["dispatch"] > syncs["trusted"] == 0
 
 
 def test_a_failing_case_is_recorded_and_the_others_run(tmp_path, monkeypatch):

@@ -260,6 +260,22 @@ def test_clear_errors():
         layer(torch.full((4, 16), float("nan")))
     with pytest.raises(ValueError, match="unknown recipe"):
         Int4Linear(16, 8, recipe="int2")
+
+
+@pytest.mark.parametrize("recipe", ["int4_hq_lss", "int4_lsq_sr", "int4_rtn"])
+def test_non_finite_input_after_the_warm_up_shows_in_the_output(recipe):
+    """After LSQ's warm-up nothing on the hot path reads values (no host sync on a GPU), and a
+    learned scale would round NaN or Inf to some code: the layer lets it show in Y instead, as
+    nn.Linear does, rather than return finite garbage."""
+    torch.manual_seed(0)
+    layer = Int4Linear(16, 8, recipe=Recipe(**{**vars(get_recipe(recipe)), "lsq_warmup_steps": 1}))
+    x = torch.randn(4, 16)
+    for _ in range(3):
+        assert torch.isfinite(layer(x)).all()
+    for bad in (float("nan"), float("inf")):
+        xb = x.clone()
+        xb[1, 3] = bad
+        assert not torch.isfinite(layer(xb)).any()
     with pytest.raises(TypeError):
         get_recipe(3)
     with pytest.raises(ValueError, match="forward"):

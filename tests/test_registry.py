@@ -203,3 +203,28 @@ def test_an_out_of_bounds_access_names_the_learners_kernel_and_line(home):
     line = next(i for i, s in enumerate(source.splitlines(), 1) if "x = tl.load(x_ptr" in s)
     assert f"(at {path.name}:{line}, in vector_add_kernel: x = tl.load(" in errors[0].message, errors[0].message
     assert "guard.py" not in errors[0].message
+
+
+def test_the_trusted_entry_skips_value_checks_for_the_library_only(home):
+    """dispatch_trusted (the layers' entry) runs the library's launcher with the checks that read
+    tensor values off (no NaN pass, no host sync) and a learner's launcher with every check: a
+    learner's kernel is never trusted."""
+    from int4lab.kernels.pack_int4 import pack_int4
+    from int4lab.spec.validate import data_checks_skipped
+    seen = []
+
+    def learners(q):
+        seen.append(data_checks_skipped())
+        return pack_int4(q)
+    bad = torch.tensor([[1, 9]], dtype=torch.int8)              # 9 is outside INT4
+    with registry.use("triton"):
+        assert registry.dispatch_trusted("pack_int4", bad).shape == (1, 1)
+        with pytest.raises(ValueError, match="INT4 range"):
+            registry.dispatch("pack_int4", bad)
+    registry.set_learner("pack_int4", learners)
+    try:
+        with registry.use("learner"), pytest.raises(ValueError, match="INT4 range"):
+            registry.dispatch_trusted("pack_int4", bad)
+    finally:
+        registry.set_learner("pack_int4", None)
+    assert seen == [False] and not data_checks_skipped()

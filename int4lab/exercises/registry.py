@@ -26,6 +26,7 @@ import threading
 from typing import Any, Callable, Optional
 
 from int4lab import runtime
+from int4lab.spec.validate import data_checks_off
 
 MODES = ("auto", "spec", "triton", "learner")
 
@@ -181,13 +182,18 @@ def dispatch(name: str, *args, **kwargs):
 def dispatch_trusted(name: str, *args, spec_extra: Optional[dict] = None, **kwargs):
     """dispatch for callers that pass tensors they made themselves (the layers): no validation
     here, and the spec's trusted entry (the same results, without its own checks), which also
-    gets `spec_extra` (what the caller has at hand, such as unpacked codes). A learner's or the
-    library's launcher still checks its input: it is called as it is."""
+    gets `spec_extra` (what the caller has at hand, such as unpacked codes). The library's
+    launcher runs with the checks that read tensor values off (spec.validate.data_checks_off:
+    no NaN/range pass, no host sync; shapes and dtypes still checked). A learner's launcher is
+    called as it is, with all its checks."""
     slot = get(name)
     impl, fn = resolve(name)
     _ran(name, impl)
     if impl == "spec" and slot.trusted is not None:
         return slot.trusted(*args, **kwargs, **(spec_extra or {}))
+    if impl == "triton":
+        with data_checks_off():
+            return fn(*args, **kwargs)
     return fn(*args, **kwargs)
 
 
