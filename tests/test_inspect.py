@@ -157,6 +157,31 @@ def test_int4_matmul_sm80_uses_int8_mma(matmul_sm80):
     assert k["spills"] == 0 and k["loop"]["found"]
 
 
+# ---- the memory-bound quantizers (issue 13) ------------------------------------------------
+
+QUANTIZERS = ("quantize_int4", "hadamard_quantize")
+
+
+@pytest.fixture(scope="module")
+def quantizers_sm90():
+    return {slot: ki.inspect(slot, arch="sm_90") for slot in QUANTIZERS}
+
+
+@needs_compiler
+@needs_library_kernels
+@pytest.mark.parametrize("slot", QUANTIZERS)
+def test_quantizers_are_predicted_memory_bound(quantizers_sm90, slot):
+    """The static target: at the representative size (bf16, a scale per row), the compiled code
+    moves its bytes faster than it issues its instructions, at >= 80% of DRAM bandwidth."""
+    (k,) = quantizers_sm90[slot]["kernels"]
+    p = k["predicted"]
+    assert p["bound"] == "memory" and p["fraction_of_peak"] >= 0.8, p
+    assert k["spills"] == 0 and k["tensor_core"] == []
+    assert not k["loop"]["found"]                      # one pass: the whole kernel is counted
+    c = p["cycles_per_iteration"]
+    assert c["issue"] <= c["memory"], c
+
+
 # ---- the model's known cases ---------------------------------------------------------------
 
 @needs_compiler

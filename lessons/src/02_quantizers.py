@@ -240,45 +240,62 @@ for step in range(5):
 #   are clipped, as LSQ's);
 # - `rounding="nearest"` must match `torch.round` bit for bit: ties go to the **even**
 #   neighbour (`2.5 → 2`, `3.5 → 4`, `-2.5 → -2`). `"stochastic"`: `floor(v + u)` with `u` from
-#   `tl.rand(seed, offsets)`; your random numbers are not torch's, so these codes are checked in
-#   distribution (unbiased, right spread), not bit for bit;
+#   Triton's Philox generator (`tl.randint4x`); your random numbers are not torch's, so these
+#   codes are checked in distribution (unbiased, right spread), not bit for bit;
 # - packing as `pack_int4`: code `2j` in the low nibble of byte `j`, code `2j+1` in the high one.
 #
 # **The plan: a tile of groups per program.** See `x` as `R = x.numel() / K` rows of `K`
 # (`x.reshape(R, K)`, a view whenever possible: the kernel takes its strides, so a transposed
 # `x` needs no copy). A *group* is a row (`L = K` values) or a block (`L = block_size` values);
 # there are `nb` per row, `R · nb` in all, numbered row by row. Each program takes **`BLOCK_G`
-# groups as one 2-D tile**: tile row `i` is group `g[i]`, tile column `j` is its pair `j`. Like
-# `pack_int4`, it loads the even elements and the odd elements with two strided loads, so codes
-# `2j` and `2j+1` sit at the same tile position and packing is one OR. A group's max is
-# `tl.max(..., axis=1)` over both halves. Several groups per program (up to `TILE = 4096` values)
-# means fewer, bigger programs: the interpreter runs them much faster, and x is still read once.
+# groups as one 2-D tile**: tile row `i` is group `g[i]`, its values in column order. A group's
+# max is `tl.max(..., axis=1)`. Codes `2j` and `2j+1` end up in one byte: `tl.split` of the
+# `(BLOCK_G, LP/2, 2)` view of the codes gives the even and the odd ones, side by side, and
+# packing is one shift and one OR. Several groups per program (up to `TILE = 4096` values) means
+# fewer, bigger programs: the interpreter runs them much faster, and x is still read once.
 #
 # A per-tensor max needs the whole tensor, which no single program sees. So the launcher
 # computes it with torch first (`s = max|x| / 7`, the same fp32 division as the spec) and hands
 # it to the kernel like a given `scale`: two passes. With a given scale the kernel reduces
 # nothing, so for `"tensor"` the rows are cut into chunks of at most `TILE` values.
 #
-# **Given and yours.** The stub gives the tile's index set-up (groups, `int64` rows, columns,
-# masks, pointers), and in the launcher the validation and the per-tensor scale. You write the
-# heart: the loads, each group's scale, the division, the clamp, the rounding, the packing and
-# the stores; `round_stochastic`; and the launcher's shapes, groups, allocation, seed and launch.
+# **Every instruction counts.** The kernel reads 2 bytes (bf16) and writes half a byte per
+# value. An H200 moves about 20 bytes of DRAM per SM and cycle, and issues 4 warp-instructions
+# per SM and cycle: above about 16 instructions per value, the kernel waits on its instructions,
+# not on memory. That budget shapes the plan. Reading the tile in column order lets each thread
+# load 16 contiguous bytes with one instruction (two strided loads, even and odd values as in
+# `pack_int4`, compile to one load instruction per value). And the two exact operations the spec needs have cheap, exact forms,
+# **given** in `int4lab.kernels.rounding` (imported in the stub; read them in
+# `kernels/rounding.py`):
 #
-# **Rounding to nearest is a given helper**, `round_half_to_even` from `int4lab.kernels.rounding`
-# (imported in the stub; read its five lines in `kernels/rounding.py`). Why a helper: `torch.round`
-# sends exact ties to the **even** neighbour, and the checks compare bytes exactly, so the obvious
-# `tl.floor(v + 0.5)` will not do. It rounds every tie up, which is wrong exactly when the tie's
-# floor `k` is even: 2.5 must give 2, not 3; −1.5 must give −2, not −1 (ties with `k` odd, such
-# as 1.5 or −2.5, come out right). The helper takes `f = floor(v)` and `d = v − f`, both exact in
-# fp32, and rounds up when `d > 0.5`, or when `d == 0.5` and `f` is odd.
+# - `divide_rn(x, s)`: `x / s` correctly rounded, as torch divides. On a GPU Triton's `/` is an
+#   approximate division, and the correctly rounded `tl.math.div_rn` costs about 14
+#   instructions per value. Every value of a group has the same divisor, so `divide_rn` computes
+#   `1/s` once per group (pass `s[:, None]`), then per value a multiply and two fused
+#   multiply-adds that correct the last bit: 4 instructions.
+# - `nibble_rn(v)`: the 4-bit code of `round(v)`, rounded as `torch.round`, which sends exact
+#   ties to the **even** neighbour. The checks compare bytes exactly, so the obvious
+#   `tl.floor(v + 0.5)` will not do: it rounds every tie up, wrong exactly when the tie's floor
+#   `k` is even (2.5 must give 2, not 3; −1.5 must give −2, not −1). `nibble_rn` adds
+#   `1.5·2²³`: between `2²³` and `2²⁴` the floats are exactly the integers, so the fp32 addition
+#   itself rounds `v`, ties to even, and the low 4 bits of the sum are the code in two's
+#   complement. 2 instructions, and no float-to-int conversion.
+#
+# A dynamic scale needs no clamp: `|x| ≤ max|x| = 7s`, so `x / s` is at most 7 (and a hair,
+# which rounds to 7). A given scale clips: clamp `x` to `[−7s, 7s]` before dividing.
+#
+# **Given and yours.** The stub gives the tile's index set-up (groups, `int64` rows, columns,
+# masks, pointers), the random numbers (`uniform_tile`), and in the launcher the validation and
+# the per-tensor scale. You write the heart: the load, each group's scale, the clamp, the
+# division, the rounding, the packing and the store; `round_stochastic`; and the launcher's
+# shapes, groups, allocation, seed and launch.
 #
 # Stochastic rounding is yours: `round_stochastic(v, u)` returns `floor(v) + 1` when
 # `u < frac(v)`, else `floor(v)`. That is the law of `floor(v + u)`, without its fp32 trap: in
-# fp32, `2.0 + 0.99999997` is `3.0`, so the sum could push an integer `v` up.
-#
-# Two fine points: `tl.rand(seed, offsets)` needs a distinct offset per element (its flat index
-# will do), and on a GPU `a / b` in Triton is an approximate division: `tl.math.div_rn(a, b)` is
-# the correctly rounded one that the spec (torch) uses. In the interpreter both are exact.
+# fp32, `2.0 + 0.99999997` is `3.0`, so the sum could push an integer `v` up. The uniform `u` of
+# every value comes from `uniform_tile`: one Philox call (`tl.randint4x`) makes 4 random words,
+# one for each of 4 consecutive values, at an offset of its own (the flat index of the first);
+# `tl.rand` would make 4 and keep 1.
 # `int4lab.reveal("quantize_int4")` shows the library's solution once you are done.
 
 # %% tags=["exercise"] int4lab={"slot": "quantize_int4"}
@@ -289,7 +306,7 @@ import torch
 import triton
 import triton.language as tl
 
-from int4lab.kernels.rounding import round_half_to_even
+from int4lab.kernels.rounding import divide_rn, nibble_rn
 from int4lab.spec.quantizers import QMAX, _as_scale, absmax_scale, validate_quantize_int4
 
 TILE = 4096          # values per program: few programs for the interpreter, few registers on a GPU
@@ -305,59 +322,83 @@ def round_stochastic(v, u):
 
 @triton.jit
 def group_tile(pid, x_ptr, p_ptr, n_groups, nb, L, K, stride_r, stride_c,
-               BLOCK_G: tl.constexpr, HALF: tl.constexpr):
+               BLOCK_G: tl.constexpr, LP: tl.constexpr):
     """The index set-up of program pid's tile of BLOCK_G groups (given: the exercise follows it).
 
-    Group g is block g % nb of row g // nb: the L values from column (g % nb) * L on. Tile
-    position [i, j] is pair j of group g[i]: its even element at column col[i, j], its odd one at
-    col + 1. HALF is L / 2 rounded up to a power of two, so mask keeps real groups, pairs inside
-    their group and columns inside the row (a "tensor" chunk can run past K).
-    Returns g, g_ok (which groups exist) and row (int64), each (BLOCK_G,); col, mask, x_ptrs
-    (the even elements: the odd ones are at x_ptrs + stride_c) and p_ptrs (each pair's output
-    byte), each (BLOCK_G, HALF).
+    Group g is block g % nb of row g // nb: the L values from column start = (g % nb) * L on.
+    Tile position [i, k] is value k of group g[i], at column start[i] + k: along a tile row the
+    columns are consecutive, so a contiguous x is read with wide (16-byte) loads. LP is L
+    rounded up to a power of two (at least 4), so mask keeps real groups, values inside their
+    group and columns inside the row (a "tensor" chunk can run past K). The packed bytes form
+    the (BLOCK_G, LP // 2) tile of pairs: byte j of group g[i] holds its values 2j and 2j + 1.
+    Returns g, g_ok (which groups exist), row (int64) and start, each (BLOCK_G,); mask and
+    x_ptrs, each (BLOCK_G, LP); p_mask and p_ptrs (the output bytes), each (BLOCK_G, LP // 2).
     """
     g = pid * BLOCK_G + tl.arange(0, BLOCK_G)        # the groups this program owns
-    j = tl.arange(0, HALF)                           # pair index inside a group
     row = (g // nb).to(tl.int64)                     # int64: row * stride can pass 2**31
-    col = (g % nb)[:, None] * L + 2 * j[None, :]     # column of the even element of each pair
+    start = (g % nb) * L                             # each group's first column
     g_ok = g < n_groups
-    mask = g_ok[:, None] & (2 * j[None, :] < L) & (col < K)
+    k = tl.arange(0, LP)                             # value index inside a group
+    col = start[:, None] + k[None, :]
+    mask = g_ok[:, None] & (k[None, :] < L) & (col < K)
     x_ptrs = x_ptr + row[:, None] * stride_r + col * stride_c
-    p_ptrs = p_ptr + row[:, None] * (K // 2) + col // 2      # packed is (R, K/2), in order
-    return g, g_ok, row, col, mask, x_ptrs, p_ptrs
+    j = tl.arange(0, LP // 2)                        # pair (byte) index inside a group
+    pcol = start[:, None] // 2 + j[None, :]          # packed is (R, K/2), in order
+    p_mask = g_ok[:, None] & (j[None, :] < L // 2) & (pcol < K // 2)
+    p_ptrs = p_ptr + row[:, None] * (K // 2) + pcol
+    return g, g_ok, row, start, mask, x_ptrs, p_mask, p_ptrs
+
+
+@triton.jit
+def uniform_tile(seed, row, start, K, BLOCK_G: tl.constexpr, LP: tl.constexpr):
+    """A uniform u in [0, 1) for every value of the (BLOCK_G, LP) tile (given).
+
+    One Philox call per 4 consecutive values: tl.randint4x returns 4 random words per call, where
+    tl.rand keeps 1 of them. The 4 values from column c of a row on use the call at offset
+    row * K + c (an int32, like tl.rand's offsets): every group of 4 has its own offset, and a
+    seed gives the same numbers whatever the tile size.
+    """
+    c = start[:, None] + 4 * tl.arange(0, LP // 4)[None, :]
+    r0, r1, r2, r3 = tl.randint4x(seed, row[:, None].to(tl.int32) * K + c)
+    r = tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), (BLOCK_G, LP))   # value 4i+t: r_t
+    return tl.random.uint_to_uniform_float(r)
 
 
 @triton.jit
 def quantize_int4_kernel(x_ptr, p_ptr, s_ptr, given_ptr,
                          n_groups, nb, L, K, stride_r, stride_c, seed,
-                         BLOCK_G: tl.constexpr, HALF: tl.constexpr, QP: tl.constexpr,
+                         BLOCK_G: tl.constexpr, LP: tl.constexpr, QP: tl.constexpr,
                          GIVEN_SCALE: tl.constexpr, STORE_SCALES: tl.constexpr,
                          STOCHASTIC: tl.constexpr):
     # Given: the index set-up of this program's tile (group_tile, above).
-    g, g_ok, row, col, mask, x_ptrs, p_ptrs = group_tile(
-        tl.program_id(axis=0), x_ptr, p_ptr, n_groups, nb, L, K, stride_r, stride_c, BLOCK_G, HALF)
+    g, g_ok, row, start, mask, x_ptrs, p_mask, p_ptrs = group_tile(
+        tl.program_id(axis=0), x_ptr, p_ptr, n_groups, nb, L, K, stride_r, stride_c, BLOCK_G, LP)
 
-    # TODO 1: load the even elements (x_ptrs) and the odd ones (x_ptrs + stride_c), masked with
-    #         other=0.0, and convert both to tl.float32: x_even, x_odd, each (BLOCK_G, HALF).
+    # TODO 1: load the tile, x = tl.load(x_ptrs, mask=mask, other=0.0), and convert it to
+    #         tl.float32: x is (BLOCK_G, LP), each row one group.
     # TODO 2: s, one scale per group, shape (BLOCK_G,).
     #         - GIVEN_SCALE: every group reads the one value at given_ptr:
-    #           s = tl.load(given_ptr + 0 * g, mask=g_ok, other=1.0).
-    #         - else: amax = the larger of tl.max(tl.abs(x_even), axis=1) and
-    #           tl.max(tl.abs(x_odd), axis=1) (tl.maximum); s = tl.math.div_rn(amax, QP * 1.0)
-    #           (the correctly rounded division), or 1.0 where amax is 0 (tl.where(amax > 0.0, ...)).
+    #           s = tl.load(given_ptr + 0 * g, mask=g_ok, other=1.0). Values beyond 7 s clip:
+    #           clamp x to [-m, m] now, m = (QP * s)[:, None]: x = tl.minimum(tl.maximum(x, -m), m)
+    #           (this also keeps x / s finite).
+    #         - else: amax = tl.max(tl.abs(x), axis=1); s = divide_rn(amax, QP * 1.0) (the given
+    #           correctly rounded division, as torch's amax / 7), or 1.0 where amax is 0
+    #           (tl.where(amax > 0.0, ..., 1.0)). No clamp: |x| <= amax = 7 s.
     #         Then, if STORE_SCALES, store s at s_ptr + g (mask g_ok).
     pass
-    # TODO 3: v_even = tl.math.div_rn(x_even, s[:, None]) (not `/`: approximate on a GPU), the
-    #         same for v_odd; then clamp both to [-QP, QP]:
-    #         tl.minimum(tl.maximum(v, -QP * 1.0), QP * 1.0).
-    # TODO 4: round v_even and v_odd.
-    #         - STOCHASTIC: each element draws its own uniform u from tl.rand(seed, offsets), with
-    #           its flat index as offset: flat = row[:, None].to(tl.int32) * K + col for the even
-    #           elements, flat + 1 for the odd ones; then round_stochastic(v, u) (above).
-    #         - else: round_half_to_even(v), the given helper (imported above), torch.round's rule.
+    # TODO 3: v = divide_rn(x, s[:, None]): x / s correctly rounded, as the spec's fp32 division
+    #         (given; `/` is approximate on a GPU). Pass s as a column, s[:, None]: what depends
+    #         on s alone is then computed once per group, not once per value.
+    # TODO 4: codes, the 4-bit code of every value: an int32 whose low 4 bits are the code.
+    #         - STOCHASTIC: clamp v to [-QP, QP], tl.minimum(tl.maximum(v, -QP * 1.0), QP * 1.0)
+    #           (floor(7.0000005 + u) could be 8), then v = round_stochastic(v, u) (above) with
+    #           u = uniform_tile(seed, row, start, K, BLOCK_G, LP) (given, above).
+    #         - either way, then: codes = nibble_rn(v) (given): rounds half to even, as
+    #           torch.round (a whole v, as after round_stochastic, stays as it is).
     pass
-    # TODO 5: pack: lo = v_even.to(tl.int32) & 0xF (two's complement nibble: -1 -> 0xF),
-    #         hi = the same for v_odd; store (lo | (hi << 4)).to(tl.uint8) at p_ptrs (mask).
+    # TODO 5: pack: even, odd = tl.split(tl.reshape(codes, (BLOCK_G, LP // 2, 2))) are the codes
+    #         2j and 2j+1 of each group; store (even | (odd << 4)).to(tl.uint8) at p_ptrs
+    #         (mask p_mask).
 
 
 def given_scale(x, granularity, scale):
@@ -395,15 +436,19 @@ def quantize_int4(x, granularity="row", block_size=32, rounding="nearest", seed=
     #         (both on x.device). If x is empty, nothing to launch: for "row" and "block" fill the
     #         scales with 1.0, or float(given) when there is a given scale; return packed, scales.
     # TODO 4: the seed: with rounding="stochastic" and seed None, draw a fresh one,
-    #         int(torch.randint(0, 2**31 - 1, ()).item()); the kernel gets int(seed) & (2**63 - 1)
-    #         for stochastic rounding (a non-negative int64), 0 for nearest.
-    # TODO 5: n_groups = R * nb; LP = triton.next_power_of_2(L); BLOCK_G = max(1, min(TILE // LP,
-    #         triton.next_power_of_2(n_groups))) groups per program (at most TILE values each).
+    #         int(torch.randint(0, 2**31 - 1, ()).item()); then seed = int(seed) & (2**63 - 1) for
+    #         stochastic rounding (a non-negative int64) and seed = 0 for nearest: the kernel
+    #         gets this seed (TODO 5).
+    # TODO 5: n_groups = R * nb; LP = max(4, triton.next_power_of_2(L)) (uniform_tile draws 4
+    #         values at a time); BLOCK_G = max(1, min(TILE // LP, triton.next_power_of_2(n_groups)))
+    #         groups per program (at most TILE values each, but always a whole group).
     #         Launch quantize_int4_kernel on (triton.cdiv(n_groups, BLOCK_G),) programs with
     #         x2, packed, scales, given (or scales when given is None: never read then), n_groups,
-    #         nb, L, K, x2.stride(0), x2.stride(1), seed, BLOCK_G=BLOCK_G, HALF=LP // 2, QP=QMAX[4],
+    #         nb, L, K, x2.stride(0), x2.stride(1), seed, BLOCK_G=BLOCK_G, LP=LP, QP=QMAX[4],
     #         GIVEN_SCALE=given is not None, STORE_SCALES=granularity != "tensor",
-    #         STOCHASTIC=rounding == "stochastic". Return packed, scales.
+    #         STOCHASTIC=rounding == "stochastic", num_warps=min(32, max(4, LP // 1024)) (a
+    #         thread per 32 values of a long row, so that registers do not grow with K).
+    #         Return packed, scales.
     raise NotImplementedError("quantize_int4: replace this line with the code its TODOs ask for")
 
 
@@ -476,8 +521,11 @@ int4lab.progress();
 #    stochastic rounding give, with which probabilities, and what is its mean and variance?
 # 4. In LSQ, why does a clipped value contribute `±Q_P` to `∂x̂/∂s` but nothing to `∂x̂/∂x`?
 # 5. Why does the LSQ gradient of `s` get multiplied by `1/√(numel · Q_P)`?
-# 6. Suppose your kernel rounded with `tl.floor(v + 0.5)` instead of `round_half_to_even`.
+# 6. Suppose your kernel rounded with `tl.floor(v + 0.5)` instead of `nibble_rn`.
 #    Which values of `v` would it get wrong, and how would `unlock` notice?
+# 7. `int4lab inspect quantize_int4` compiles the kernel for an H200 without one. Why would a
+#    kernel that calls `tl.math.div_rn` once per value be issue-bound rather than memory-bound,
+#    and how does `divide_rn` get the same bits for less?
 
 # %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answers**
@@ -498,6 +546,12 @@ int4lab.progress();
 #    instead of −2. Ties with `k` odd come out right (1.5 → 2, −2.5 → −2), and so does every
 #    value that is not a tie. Values such as `x / s = 2.5` occur whenever an input is an exact
 #    multiple of half a step; the checks compare bytes exactly, so those elements fail.
+# 7. At 2.5 bytes per value the H200 leaves about 16 instructions per value before memory stops
+#    being the limit, and a correctly rounded division alone compiles to about 14 (a reciprocal,
+#    five fused multiply-adds, a range check and a branch to a slow path). Every value of a group
+#    shares its divisor, so `divide_rn` pays the reciprocal once per group; per value, `x · r`
+#    is within an ulp of `x / s`, one fma computes the remainder `x − q·s` and one more adds
+#    `remainder · r`, which rounds to the correctly rounded quotient: 4 instructions.
 
 # %% [markdown]
 # ## Summary

@@ -16,8 +16,8 @@
 # 4. choose the block size with the paper's search and weigh error against cost;
 # 5. read the paper's ablation (Table 4): per-tensor, per-token and per-channel INT4 all fail;
 #    HQ nearly matches full precision;
-# 6. write the fused kernel `hadamard_quantize`: rotation as a `tl.dot`, quantize and pack in one
-#    pass, unlock it and benchmark it.
+# 6. write the fused kernel `hadamard_quantize`: rotation as fast Walsh–Hadamard butterflies,
+#    quantize and pack in one pass, unlock it and benchmark it.
 
 # %%
 # %matplotlib inline
@@ -211,9 +211,10 @@ print("the search picks block", best)
 # with these sizes it lies in the hundreds of channels or at 1024), but block 32 already cuts the
 # error of the non-outlier channels from 100% to under 60% (section 3's output). Real layers are
 # less tidy (outliers of varied size, weights with outliers
-# of their own), and the cost grows with the block: a fused kernel rotates a tile with one small
-# `tl.dot` against a `block × block` matrix, cheap at 32, and the kernel of this lesson supports
-# blocks 16 to 128. That is why 32 is the paper's usual choice.
+# of their own), and the cost grows with the block: the kernel of this lesson rotates with
+# `log2(block)` additions per value (5 at 32) and keeps a whole block in each thread's registers
+# (32 values at 32, 128 at 128), so it supports blocks 16 to 128. That is why 32 is the paper's
+# usual choice.
 #
 # ## 6. What it buys in training: the paper's ablation
 #
@@ -266,38 +267,55 @@ l04.ablation_figure()
 # (`"tensor"`, 0-dim: `max|xH|/7`, or the given `scale`, as LSQ's learned one).
 #
 # **Why fuse?** `XH` is never needed in memory: the kernel reads `x` once and writes the packed
-# codes once, a quarter of the bytes of an fp16 `XH`.
+# codes once, a quarter of the bytes of an fp16 `XH`. Then the kernel is memory-bound only if
+# it computes little: at 2.5 bytes per bf16 value an H200 allows about 16 instructions per
+# value (lesson 02), for the rotation, the scale, the division, the rounding and the packing.
+#
+# **The rotation: butterflies, not a matrix product.** `H = c·S` with `S` the ±1 Sylvester matrix
+# and `c = 1/√block`, and `S_{k+1} = [[S_k, S_k], [S_k, −S_k]]` splits `x·S` into stages: in the
+# stage of distance `h` (1, 2, 4, …, block/2), value `i` of a block with bit `h` clear
+# (`i mod 2h < h`) and value `i + h` become their **sum** and their **difference**. After
+# `log2(block)` stages the block is `x·S` exactly as the matrix product would make it (the fast
+# Walsh–Hadamard transform): 5 additions per value for a block of 32, where an fp32 `tl.dot`
+# with `H` costs 32 multiply-adds per value (its tensor-core forms round the inputs: to bf16 or
+# to TF32, 10 mantissa bits, the default for an fp32 `tl.dot` on NVIDIA GPUs).
 #
 # **The plan** (the library's kernel follows it; `int4lab.reveal("hadamard_quantize")` prints it):
-# - One program owns `BLOCK_R` **whole rows**, loaded as a `(BLOCK_R, KP)` tile (`KP` = `K`
-#   rounded up to a power of two, masked loads with `other=0.0`, row offsets in `int64`), kept in
-#   the input's dtype and converted to fp32 for the dot.
-# - **The rotation is one `tl.dot`.** Reshape the tile to `(BLOCK_R·KP/block, block)`: each row
-#   of that view is one Hadamard block, so `tl.dot(view, H)` rotates them all. `H` is built by
-#   the launcher (`hadamard_matrix(block_size)`), passed as a pointer, loaded once per program.
-#   Use `input_precision="ieee"`: on a GPU the default for fp32 is TF32, with 10 mantissa bits.
-#   Triton's size rule for a dot is on its reduction dimension K, here the block: an fp32 dot
-#   needs K ≥ 16 on Triton 3.6 (K ≥ 8 on 3.9), while M and N may be as small as 1 (Triton pads
-#   them). So the checks use blocks 16 to 128.
+# - One program owns `BLOCK_R` **whole rows** (`KP` = `K` rounded up to a power of two, padding
+#   masked to 0). The given `load_blocks` loads them as `(BLOCK_R·KP/block, block)`, one
+#   Hadamard block per row of the tile, in fp32, and **each thread holds whole blocks**: the
+#   butterflies then never need a value from another thread (16-byte vector loads, one run of a
+#   block each).
+# - **`butterfly(z, H, …)`**, one stage, is yours: `tl.reshape` to `(NB, block/(2H), 2, H)`
+#   exposes the "bit `H`" as a dimension of size 2; `tl.permute` moves it last, `tl.split`
+#   gives the two halves `a` and `b`, `tl.join(a + b, a − b)` and the inverse permute and
+#   reshape put the stage's result back in place. The kernel runs it for `H = 1, 2, …, block/2`
+#   (`tl.static_range`: unrolled at compile time).
+# - **`c` goes into the scales**, never into the values: the rotated row is `y = c·z`, so
+#   `max|y| = c·max|z|` and `y/s = z·(c/s)`. The given `mul_div(z, c, s)` computes `z·c/s` with
+#   one division per scale (pass `s[:, None]`) and two multiplies per value.
 # - Holding whole rotated rows, the program knows each row's max before writing a code:
 #   the per-row and per-32 scales cost no second pass.
 # - **Per tensor** with no given scale needs the max over all rows, which no program sees: two
 #   launches, the first storing only each row's `max|xH|`, then torch takes the max and divides
 #   by 7, then the second quantizes with it.
-# - Quantize as in lesson 02 (`tl.math.div_rn`, clamp, then round half to even with the given
-#   helper `round_half_to_even`, imported from `int4lab.kernels.rounding` as there), then pack as
-#   in lesson 01: `tl.split(tl.reshape(v, (BLOCK_R, KP/2, 2)))` gives codes `2j` and `2j+1`.
+# - Quantize and pack as in lesson 02, with its given helpers: `divide_rn` for `max/7` (as
+#   torch), `nibble_rn` for the codes (round half to even, as `torch.round`), then
+#   `tl.split(tl.reshape(codes, (BLOCK_R, KP/2, 2)))` gives codes `2j` and `2j+1`.
 #
-# **Given and yours.** The cell below gives the module's constants, the kernel's signature and
-# its `if AMAX_ONLY: … else: …` frame, and in the launcher the validation, `H`, `KP`, `BLOCK_R`,
-# the grid and `launch(out_scales, gran, amax_only)`, which runs the kernel once over all rows.
-# You write the kernel's body, TODO 1 to 9 (the tile, `H`, the dot, pass 1's row maxima, the
-# three kinds of scale, the clamp, the rounding and the packing), and in the launcher the
-# outputs with the empty case (TODO 1 and 2) and the one or two launches (TODO 3 and 4).
+# **Given and yours.** The cell below gives the module's constants (`NORM[block]` is `c` as the
+# spec's fp32), `load_blocks`, the kernel's signature and its `if AMAX_ONLY: … else: …` frame, and
+# in the launcher the validation, `KP`, `BLOCK_R`, the grid, the number of warps (a thread per
+# block) and `launch(out_scales, gran, amax_only)`, which runs the kernel once over all rows. You
+# write `butterfly`, the kernel's body, TODO 1 to 6 (the rotation, pass 1's row maxima, the three
+# kinds of scale, the rounding and the packing), and in the launcher the outputs with the empty
+# case (TODO 1 and 2) and the one or two launches (TODO 3 and 4).
 #
-# Your kernel's sums run in another order than torch's matmul, so `xH` may differ from the spec's
-# in the last bit: the checks allow a code to differ by 1 only where `xH/s` is within float
-# rounding of a `.5` boundary, and compare bit for bit on inputs whose rotation is exact.
+# Your kernel adds in another order than torch's matmul and computes `z·(c/s)` where the spec
+# computes `y/s`, so `y/s` may differ from the spec's in the last bits; and the spec rounds `xH` to
+# the input's dtype before quantizing (fp16 in, fp16 `xH`) while the kernel quantizes the fp32
+# rotation. The checks allow a code to differ by 1 only where `xH/s` is within that rounding of a
+# `.5` boundary, and compare bit for bit on inputs whose rotation is exact.
 
 # %% tags=["exercise"] int4lab={"slot": "hadamard_quantize"}
 # %%exercise hadamard_quantize
@@ -307,73 +325,110 @@ import torch
 import triton
 import triton.language as tl
 
-from int4lab.kernels.rounding import round_half_to_even
+from int4lab.kernels.rounding import divide_rn, mul_div, nibble_rn
 from int4lab.spec.hadamard import hadamard_matrix, validate_hadamard_quantize
 from int4lab.spec.quantizers import QMAX, _as_scale, absmax_scale
 
 BLOCK_SIZES = (16, 32, 64, 128)
 QBLOCK = 32          # the spec's quantization block for granularity "block"
-TILE = 4096          # values per program
+TILE = 4096          # values per program (at least one whole row)
+NORM = {b: float(hadamard_matrix(b)[0, 0]) for b in BLOCK_SIZES}   # c = 1 / sqrt(b), as the spec's fp32
 
 
 @triton.jit
-def hadamard_quantize_kernel(x_ptr, h_ptr, p_ptr, s_ptr, given_ptr, R, K, stride_r, stride_c,
+def load_blocks(x_ptr, pid, R, K, stride_r, stride_c,
+                BLOCK_R: tl.constexpr, KP: tl.constexpr, BS: tl.constexpr, VEC: tl.constexpr):
+    """Program pid's BLOCK_R rows of x, as fp32 Hadamard blocks: (NB, BS), NB = BLOCK_R * KP // BS,
+    block b being columns (b % (KP // BS)) * BS ... + BS of row pid * BLOCK_R + b // (KP // BS);
+    masked loads (other=0.0), rows past R and columns past K read as 0 (given).
+
+    The layout is the point: each thread holds whole blocks, so that the butterflies never need
+    a value from another thread. The pointers are built as a (BS // VEC, NB * VEC) tile: along
+    its dim 1, runs of VEC (16 bytes) consecutive columns, one run per block, so Triton gives
+    each thread one 16-byte run (a vector load) and consecutive threads consecutive blocks; dim 0
+    (the run's place in its block) is left to each thread's registers. The permute and reshape
+    that follow only rename registers.
+    """
+    NBR: tl.constexpr = KP // BS                     # blocks per row
+    NB: tl.constexpr = BLOCK_R * NBR
+    j = tl.arange(0, BS // VEC)[:, None]             # which run of VEC values in the block
+    q = tl.arange(0, NB * VEC)[None, :]              # block q // VEC, value q % VEC of the run
+    blk = q // VEC
+    rows = pid * BLOCK_R + blk // NBR
+    cols = (blk % NBR) * BS + j * VEC + q % VEC
+    x = tl.load(x_ptr + rows.to(tl.int64) * stride_r + cols * stride_c,
+                mask=(rows < R) & (cols < K), other=0.0)
+    x = tl.reshape(x.to(tl.float32), (BS // VEC, NB, VEC))
+    return tl.reshape(tl.permute(x, (1, 0, 2)), (NB, BS))
+
+
+@triton.jit
+def butterfly(z, H: tl.constexpr, NB: tl.constexpr, BS: tl.constexpr):
+    """One stage of the fast Walsh-Hadamard transform on z (NB, BS), each row one block: value i
+    with bit H clear (i % (2 H) < H) and value i + H become their sum and their difference."""
+    # TODO: view z as (NB, BS // (2 * H), 2, H): dim 2 says whether a value is in the first
+    #       (0) or the second (1) half of its run of 2 H values. Move that dim last with
+    #       tl.permute(..., (0, 1, 3, 2)), then a, b = tl.split(...) (the two halves, each
+    #       (NB, BS // (2 * H), H)). Return tl.join(a + b, a - b) put back the same way:
+    #       tl.permute(..., (0, 1, 3, 2)), then tl.reshape to (NB, BS).
+
+
+@triton.jit
+def hadamard_quantize_kernel(x_ptr, p_ptr, s_ptr, given_ptr, R, K, stride_r, stride_c, c,
                              BLOCK_R: tl.constexpr, KP: tl.constexpr, BS: tl.constexpr,
-                             QB: tl.constexpr, QP: tl.constexpr, GRANULARITY: tl.constexpr,
+                             LOG_BS: tl.constexpr, VEC: tl.constexpr, QB: tl.constexpr,
+                             QP: tl.constexpr, GRANULARITY: tl.constexpr,
                              AMAX_ONLY: tl.constexpr):
     # x: R rows of K values (row stride stride_r, column stride stride_c), any float dtype;
-    # h: the (BS, BS) fp32 Hadamard matrix, row-major; p: R rows of K // 2 packed bytes;
-    # s: where the scales go; given: the given per-tensor scale (read only when GRANULARITY is 2).
-    # KP: K rounded up to a power of two. QB: values per scale for GRANULARITY 1 (32). QP: the
-    # largest code (7).
+    # p: R rows of K // 2 packed bytes; s: where the scales go; given: the given per-tensor
+    # scale (read only when GRANULARITY is 2). c: the entries' size 1 / sqrt(BS), as an fp32.
+    # KP: K rounded up to a power of two. BS = 2 ** LOG_BS: the Hadamard block. VEC: values in
+    # 16 bytes of x. QB: values per scale for GRANULARITY 1 (32). QP: the largest code (7).
     # GRANULARITY: 0 = a scale per row, 1 = a scale per QB values, 2 = the given scale.
     # AMAX_ONLY: write only each row's max|y| (pass 1 of a dynamic per-tensor scale).
-    # TODO 1: this program's rows: rows = pid * BLOCK_R + tl.arange(0, BLOCK_R) (pid =
-    #         tl.program_id(axis=0)); cols = tl.arange(0, KP); row_ok = rows < R;
-    #         mask = row_ok[:, None] & (cols < K)[None, :]. rows64 = rows.to(tl.int64): every
-    #         offset that multiplies a row goes through rows64 (row * stride can pass 2**31).
-    #         Load the (BLOCK_R, KP) tile x from x_ptr + rows64[:, None] * stride_r
-    #         + cols[None, :] * stride_c, masked, other=0.0 (the padding stays 0 through the
-    #         rotation). Keep x in its own dtype: TODO 3 needs x.dtype.
-    # TODO 2: load H: hi = tl.arange(0, BS); h from h_ptr + hi[:, None] * BS + hi[None, :],
-    #         masked with (hi[:, None] < BS) & (hi[None, :] < BS) (always true, but every load is
-    #         masked).
-    # TODO 3: rotate every BS consecutive values of a row with ONE dot:
-    #         blocks = tl.reshape(x.to(tl.float32), (BLOCK_R * KP // BS, BS)) (each row of that
-    #         view is one Hadamard block), then y = tl.reshape(tl.dot(blocks, h,
-    #         input_precision="ieee"), (BLOCK_R, KP)) ("ieee": true fp32; a GPU's default, tf32,
-    #         keeps 10 mantissa bits). The spec's y is in x's dtype (fp16 in, fp16 y): round it,
-    #         y = y.to(x.dtype).to(tl.float32) (a no-op for fp32).
+    pid = tl.program_id(axis=0)
+    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < R
+    rows64 = rows.to(tl.int64)                       # row * stride can pass 2**31
+    # TODO 1: z = load_blocks(x_ptr, pid, R, K, stride_r, stride_c, BLOCK_R, KP, BS, VEC) (given,
+    #         above): (BLOCK_R * KP // BS, BS), one Hadamard block a row. Rotate every block:
+    #         for i in tl.static_range(LOG_BS): z = butterfly(z, 2 ** i, BLOCK_R * KP // BS, BS).
+    #         Then z = tl.reshape(z, (BLOCK_R, KP)): row r of z is row r of x @ BlockDiag(S), S
+    #         the +-1 Hadamard matrix, so y = x @ BlockDiag(H) is c * z (c is folded into the
+    #         scales below: never multiply z by c).
+    pass
 
     if AMAX_ONLY:
-        # TODO 4: pass 1 of a dynamic per-tensor scale: store each row's max|y|,
-        #         tl.max(tl.abs(y), axis=1), at s_ptr + rows (masked with row_ok), and nothing
-        #         else: this pass writes no codes.
+        # TODO 2: pass 1 of a dynamic per-tensor scale: store each row's max|y|,
+        #         tl.max(tl.abs(z), axis=1) * c, at s_ptr + rows (masked with row_ok), and
+        #         nothing else: this pass writes no codes.
         pass
     else:
         # The scales s and v = y / s depend on GRANULARITY, a tl.constexpr: branch on it with
         # `if GRANULARITY == 1: ... else:` and, inside that else, `if GRANULARITY == 0: ...
-        # else: ...` for 0 and 2 (only the branch taken is compiled). Every scale
-        # is max / 7 rounded as torch's: s = tl.where(amax > 0.0, tl.math.div_rn(amax, QP * 1.0),
-        # 1.0) (an all-zero group gets 1), and every division is tl.math.div_rn (Triton's `/` is
-        # approximate on GPUs).
-        # TODO 5: GRANULARITY 1, a scale per QB values, on a 3-D view of y:
-        #         y3 = tl.reshape(y, (BLOCK_R, KP // QB, QB)); amax = tl.max(tl.abs(y3), axis=2);
+        # else: ...` for 0 and 2 (only the branch taken is compiled). A dynamic scale is
+        # max|y| / 7 rounded as torch's: s = tl.where(amax > 0.0, divide_rn(amax, QP * 1.0), 1.0)
+        # (divide_rn, given: correctly rounded; an all-zero group gets 1), with amax = max|y| =
+        # c * max|z|. Every v is mul_div(z, c, s) (given): z * c / s, with the division done once
+        # per scale when s is passed as a column (s[:, None]), two multiplies per value.
+        # TODO 3: GRANULARITY 1, a scale per QB values, on a 3-D view of z:
+        #         z3 = tl.reshape(z, (BLOCK_R, KP // QB, QB)); amax = tl.max(tl.abs(z3), axis=2) * c;
         #         s as above. With qb = tl.arange(0, KP // QB), store s at
         #         s_ptr + rows64[:, None] * (K // QB) + qb[None, :], masked with
-        #         row_ok[:, None] & (qb < K // QB)[None, :]. Divide each group by its scale:
-        #         v = tl.reshape(tl.math.div_rn(y3, s[:, :, None]), (BLOCK_R, KP)).
-        # TODO 6: GRANULARITY 0, a scale per row: amax = tl.max(tl.abs(y), axis=1); s as above;
-        #         store s at s_ptr + rows (masked with row_ok).
-        # TODO 7: GRANULARITY 2, the given scale: every row reads it, as a (BLOCK_R,) vector like
-        #         TODO 6's s: s = tl.load(given_ptr + 0 * rows, mask=row_ok, other=1.0).
-        #         For GRANULARITY 0 and 2: v = tl.math.div_rn(y, s[:, None]).
+        #         row_ok[:, None] & (qb < K // QB)[None, :]. Then
+        #         v = tl.reshape(mul_div(z3, c, s[:, :, None]), (BLOCK_R, KP)).
+        # TODO 4: GRANULARITY 0, a scale per row: amax = tl.max(tl.abs(z), axis=1) * c; s as
+        #         above; store s at s_ptr + rows (masked with row_ok); v = mul_div(z, c, s[:, None]).
+        # TODO 5: GRANULARITY 2, the given scale: every row reads it, as a (BLOCK_R,) vector like
+        #         TODO 4's s: s = tl.load(given_ptr + 0 * rows, mask=row_ok, other=1.0);
+        #         v = mul_div(z, c, s[:, None]), clamped to [-QP, QP]:
+        #         tl.minimum(tl.maximum(v, -QP * 1.0), QP * 1.0) (values beyond 7 s clip; a
+        #         dynamic scale never clips: |y| <= max|y| = 7 s, up to a rounding).
         pass
-        # TODO 8: clamp v to [-QP, QP], then round ties to even with the given helper:
-        #         v = round_half_to_even(tl.minimum(tl.maximum(v, -QP * 1.0), QP * 1.0)).
-        # TODO 9: pack: even, odd = tl.split(tl.reshape(v.to(tl.int32), (BLOCK_R, KP // 2, 2)))
-        #         gives codes 2j and 2j+1 of each row. With j = tl.arange(0, KP // 2), store the
-        #         bytes ((even & 0xF) | ((odd & 0xF) << 4)).to(tl.uint8) at
+        # TODO 6: codes = nibble_rn(v) (given): round half to even, as torch.round, each code in
+        #         the low 4 bits of an int32. Pack: even, odd = tl.split(tl.reshape(codes,
+        #         (BLOCK_R, KP // 2, 2))) are codes 2j and 2j+1 of each row. With
+        #         j = tl.arange(0, KP // 2), store the bytes (even | (odd << 4)).to(tl.uint8) at
         #         p_ptr + rows64[:, None] * (K // 2) + j[None, :], masked with
         #         row_ok[:, None] & (j < K // 2)[None, :].
         pass
@@ -381,7 +436,7 @@ def hadamard_quantize_kernel(x_ptr, h_ptr, p_ptr, s_ptr, given_ptr, R, K, stride
 
 def hadamard_quantize(x, block_size=32, granularity="row", scale=None):
     """x (..., K) float -> (packed (..., K/2) uint8, fp32 scales): INT4 of x @ BlockDiag(H).
-    Validate, build H, launch one program per BLOCK_R rows (two launches for a dynamic
+    Validate, launch one program per BLOCK_R rows (two launches for a dynamic
     per-tensor scale)."""
     validate_hadamard_quantize(x, block_size, granularity, scale)        # the spec's checks
     if block_size not in BLOCK_SIZES:
@@ -401,27 +456,25 @@ def hadamard_quantize(x, block_size=32, granularity="row", scale=None):
     #         (packed, scales).
     raise NotImplementedError("hadamard_quantize: replace this line with the code its TODOs ask for")
 
-    # Given: H, the padded row width KP, BLOCK_R rows per program, the grid, and launch().
-    h = hadamard_matrix(block_size, dtype=torch.float32, device=x.device)
+    # Given: the padded row width KP, BLOCK_R rows per program, the grid, and launch().
     KP = triton.next_power_of_2(K)
-    # BLOCK_R (a power of two): about TILE values per program, fewer rows when R is small, but
-    # never fewer than 16 rows in the dot (BLOCK_R * KP // block_size >= 16). Triton >= 3.6 does
-    # not require that: tl.dot's minimum shape (min_dot_size in triton/backends/nvidia/compiler.py)
-    # is on K only, here block_size, and small M and N are padded; older Triton asked 16 on
-    # every dimension. It only adds masked rows when R is tiny.
-    BLOCK_R = max(16 * block_size // KP, 1, min(TILE // KP, triton.next_power_of_2(R)))
+    # BLOCK_R (a power of two): about TILE values per program, fewer rows when R is small.
+    BLOCK_R = max(1, min(TILE // KP, triton.next_power_of_2(R)))
     grid = (triton.cdiv(R, BLOCK_R),)
+    # a thread per Hadamard block (load_blocks), up to 32 warps (1024 threads, the most a
+    # program may have): registers scale with the block, not with K
+    num_warps = max(1, min(32, BLOCK_R * KP // block_size // 32))
 
     def launch(out_scales, gran, amax_only):
         """One pass over all R rows: codes into packed, scales (with amax_only, each row's
         max|y|) into out_scales; gran is the kernel's GRANULARITY. `given` is read when launch
-        is called (with no given scale, out_scales stands in: GRANULARITY 2 is never used then).
-        8 warps: H (up to 128 x 128 fp32) and the tile share the registers."""
+        is called (with no given scale, out_scales stands in: GRANULARITY 2 is never used then)."""
         hadamard_quantize_kernel[grid](
-            x2, h, packed, out_scales, given if given is not None else out_scales,
-            R, K, x2.stride(0), x2.stride(1),
-            BLOCK_R=BLOCK_R, KP=KP, BS=block_size, QB=QBLOCK, QP=qmax,
-            GRANULARITY=gran, AMAX_ONLY=amax_only, num_warps=8)
+            x2, packed, out_scales, given if given is not None else out_scales,
+            R, K, x2.stride(0), x2.stride(1), NORM[block_size],
+            BLOCK_R=BLOCK_R, KP=KP, BS=block_size, LOG_BS=block_size.bit_length() - 1,
+            VEC=16 // x2.element_size(), QB=QBLOCK, QP=qmax,
+            GRANULARITY=gran, AMAX_ONLY=amax_only, num_warps=num_warps)
 
     # TODO 3: "tensor" with no given scale (given is None) needs max|y| over the whole tensor,
     #         which no program sees: pass 1, row_max = torch.empty(R, dtype=torch.float32,
@@ -461,8 +514,11 @@ print(f"differs from the spec hq_matmul by {rel(y_hq, hq_matmul(x, w, 32)):.1e} 
 #
 # On a GPU, `bench` times your kernel, the library's and a bf16 copy (`torch.clone`) in GB/s:
 # the kernel reads 2 bytes (bf16) and writes half a byte per value, so a good one approaches the
-# copy's bandwidth, the rotation's small dots hiding under the memory traffic. On a CPU it
-# checks correctness only: interpreter times measure Python.
+# copy's bandwidth, the butterflies hiding under the memory traffic. On a CPU it checks
+# correctness only: interpreter times measure Python. Without a GPU,
+# `int4lab inspect hadamard_quantize` compiles the kernel for an H200 and estimates from the
+# compiled code whether it would wait on memory or on its instructions (an estimate, not a
+# measurement).
 
 # %%
 result = int4lab.bench("hadamard_quantize")
@@ -473,25 +529,33 @@ int4lab.progress();
 # %% [markdown]
 # ## Check your understanding (the kernel)
 #
-# 1. Why does the kernel rotate with a `tl.dot` on a reshaped tile rather than a loop over blocks?
+# 1. Why does the kernel rotate with butterflies rather than a `tl.dot` with `H`, and why must
+#    each thread hold whole blocks?
 # 2. The per-row scale needs no second pass, the per-tensor one does. Why?
-# 3. What would go wrong with `input_precision="tf32"` (the GPU default for fp32 dots)?
+# 3. Why is it safe to fold `c = 1/√block` into the scales instead of multiplying every value?
 # 4. The checks allow some codes to differ by 1 from the spec. Which ones, and why is that fair?
 
 # %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answers**
 #
-# 1. The rotation of every block is the same small matrix product, so one `tl.dot` of the
-#    `(rows·KP/block, block)` view with `H` does them all at once, on tensor cores on a GPU;
-#    a Python-level loop over blocks would issue many small dots one after another instead.
+# 1. The kernel is memory-bound only below about 16 instructions per value. An fp32 `tl.dot`
+#    with `H` costs `block` multiply-adds per value (32 at block 32); its tensor-core forms round
+#    `x` to bf16 or TF32 (10 mantissa bits), about 1e-3 relative, enough to move many codes and
+#    the fp32 scales beyond the checks. The butterflies are exact sums and differences, `log2
+#    (block)` per value. A stage combines values `h` apart in a block: if a block were spread
+#    over threads, each stage would exchange values between them (shuffles or shared memory),
+#    instructions that a thread holding its whole block never needs.
 # 2. A program holds whole rows, so it sees each row's max before writing any code. The tensor's
 #    max depends on every row, held by every program: it must be known before the first code is
 #    written, hence a first launch for the row maxima and a second to quantize.
-# 3. TF32 keeps 10 mantissa bits: `xH` would be off by about 1e-3 relative, enough to move many
-#    codes across a rounding boundary and the scales beyond the checks' tolerance.
-# 4. Codes where the spec's `xH/s` lies within float rounding of `k + 0.5`: the kernel sums the
-#    products in another order than torch, so `xH` can differ in its last bit and round the other
-#    way. Both answers are right to within the precision of fp32; anywhere else they must agree.
+# 3. `c` is the same positive number for every value: `max|c·z| = c·max|z|`, and
+#    `c·z / s = z·(c/s)`. One multiply per row replaces one per value; the results differ only
+#    by where the fp32 roundings fall, which the checks allow (question 4).
+# 4. Codes where the spec's `xH/s` lies within float rounding of `k + 0.5`: the kernel adds in
+#    another order than torch's matmul and divides as `z·(c/s)`, so its `xH/s` can differ in the
+#    last bits (and, for fp16 or bf16 inputs, by the spec's rounding of `xH` to that dtype, which
+#    the kernel skips) and round the other way. Both answers are right to within that rounding;
+#    anywhere else they must agree, and where the rotation is exact they agree bit for bit.
 
 # %% [markdown]
 # ## Summary
@@ -504,8 +568,8 @@ int4lab.progress();
 #   `Y ≈ s_X s_W · int(XH) · int(WH)ᵀ`.
 # - The block size trades error against cost; the paper searches it by `‖q(X)−X‖·‖q(W)−W‖` and
 #   typically uses 32.
-# - You wrote `hadamard_quantize`: rotation as a `tl.dot` on a reshaped tile, fused with quantize
-#   and pack.
+# - You wrote `hadamard_quantize`: the rotation as fast Walsh–Hadamard butterflies on blocks held
+#   in registers, fused with quantize and pack, a few instructions per value.
 #
 # **Next: lesson 05, an INT4 linear layer.** A `torch.autograd.Function` whose forward is HQ and
 # whose backward passes gradients straight through the rounding: `int4lab.layers.Int4Linear`,

@@ -205,7 +205,7 @@ print(f"relative error of one draw: {float((g_back.cpu() - g).norm() / g.norm())
 # - `hi` must equal the spec bit for bit. `torch.round` rounds halves to **even**
 #   (`round(0.5) = 0`, `round(2.5) = 2`), and ties do happen (`g·s = 7` gives `v/14 = 0.5`).
 #   The helper `round_half_to_even` does exactly that; it is given, imported from
-#   `int4lab.kernels.rounding` as in lesson 02's `quantize_int4`. Use `tl.math.div_rn` for every
+#   `int4lab.kernels.rounding`, the module of lesson 02's helpers. Use `tl.math.div_rn` for every
 #   division (the scales' and `v / 14`) so that they round like torch's on a GPU too.
 # - `lo`'s noise: `tl.rand4x(seed, offs)`, one counter-based (Philox) call per output byte, keyed
 #   by the byte's flat index, returns four independent uniforms; the first two, minus 0.5, are
