@@ -230,6 +230,23 @@ print()
 quant = compiled.show("quantize_int4", arch="sm_90")
 
 # %% [markdown]
+# What those estimates said about the course's kernels, before and after issue 13 redesigned
+# them (`docs/PERFORMANCE.md`; **static estimates from compiled code**, Triton 3.9.0 and 3.6.0,
+# `sm_90`, 2026-11-29, model: the larger of tensor-core, issue and DRAM time per loop iteration;
+# no GPU has timed them yet):
+#
+# | kernel | before | after | target |
+# |---|---|---|---|
+# | `int4_matmul` main loop | 242 other instructions per IGMMA: issue-bound, 26% of the INT8 peak | 37 per IGMMA: tensor-core bound | ≤ 40 per tensor-core instruction |
+# | `quantize_int4` | ≈ 41 instructions per value: issue-bound, 41% of DRAM bandwidth | ≈ 13 per value: memory-bound, 100% | ≥ 80% |
+# | `hadamard_quantize` | ≈ 75 per value: issue-bound, 23% | ≈ 15 per value: memory-bound, 100% | ≥ 80% |
+#
+# What changed: the GEMM unpacks in place (16 × each code, four bytes per 32-bit word, a shift
+# by 8 at the end: lesson 03) with 256 × 128 tiles; the quantizers load 16 bytes at a time,
+# divide with one reciprocal per group, round by adding 1.5·2²³, and rotate with in-register
+# butterflies instead of a dot (lessons 02 and 04). Packed operands on a GPU without INT4 tensor
+# cores cost instructions: the redesign is about spending few of them per byte moved.
+#
 # And for a whole layer: `int4lab inspect --layer int4_hq_lss --tokens T --d D` counts, for one
 # `Int4Linear` forward + backward, the kernel launches, the host synchronisations (each `.item()`
 # or data-dependent shape makes the CPU wait for the GPU) and the full-size memory passes. Each
@@ -241,6 +258,14 @@ from int4lab.perf import layer_counts
 
 counts = layer_counts.count_layer("int4_hq_lss", tokens=256, d=128)
 print(layer_counts.format_report(counts))
+
+# %% [markdown]
+# Counted for one 4096-token, 1024 → 1024 layer on the library's Triton path (through the
+# interpreter, 2026-11-29; `docs/PERFORMANCE.md`): 241 launches (20 of them Triton kernels), 17
+# host syncs and 117 full-size passes per forward + backward, against targets of 14, 0 and 25.
+# The kernels are no longer the problem there: the PyTorch glue between them is (the LSQ record
+# and its unpacking, LSS's bookkeeping, seeds and output sizes read back to the host). At small
+# widths that glue, not the GEMM, sets a layer's time; it is the next thing to fuse.
 
 # %% [markdown]
 # ### Check your understanding
