@@ -79,6 +79,10 @@ SKIPPED_IN_COPY = {
     "tests/test_packing.py::test_every_value_round_trips_through_the_kernels": "it runs the library's kernels",
     "tests/test_packing.py::test_dispatch_says_what_ran": "it expects the library's kernel to run",
     "tests/test_bench.py::test_smoke_ran_the_triton_kernels": "it expects the library's kernels to run",
+    "tests/test_bench.py::test_the_fast_entry_skips_every_validation": "it calls the library's launcher",
+    "tests/test_bench.py::test_linear_times_the_layers_own_gemms": "it spies on the library's GEMM launcher",
+    "tests/test_registry.py::test_the_trusted_entry_skips_value_checks_for_the_library_only":
+        "it runs the library's pack_int4 launcher",
     "tests/test_stubs.py::test_every_kernel_module_fences_its_kernel_and_its_launcher":
         "a copy's kernel modules are the stubs: their fenced solutions were cut out",
     "tests/test_cli.py::test_a_kernel_imported_first_still_runs_in_the_interpreter":
