@@ -307,26 +307,23 @@ def _lsq_scale_grad(d_fq, v, mask, codes, numel):
 # near 0, where r = v, and a level 0 swallowed them (docs/RESULTS.md).
 # On a CPU the record is float arithmetic only: comparisons, bool masks, where and masked_fill
 # cost 5 to 45 times a float multiply there (torch 2.13, 2048 x 256 fp32, measured).
-_PLACES, _LEVELS = {}, {}
+_TABLES: dict = {}
 
 
-def _places(device):
-    """[1, 4, 16, 64]: four 2-bit values to one byte, c0 + 4 c1 + 16 c2 + 64 c3, as one GEMV."""
-    key = torch.device(device)
-    if key not in _PLACES:
-        _PLACES[key] = torch.tensor([1.0, 4.0, 16.0, 64.0], device=device)
-    return _PLACES[key]
-
-
-def _levels(device):
-    """(256, 4) fp32: row b holds 2c - 3 for the four 2-bit values c of byte b (lsq_record's
+def _table(name, device):
+    """A small constant tensor of the 2-bit record, made once per device:
+    "places", [1, 4, 16, 64]: four 2-bit values to one byte, c0 + 4 c1 + 16 c2 + 64 c3 (a GEMV);
+    "levels", (256, 4): row b holds 2c - 3 for the four 2-bit values c of byte b (lsq_record's
     order), so that unpacking a record is one row lookup per byte."""
-    key = torch.device(device)
-    if key not in _LEVELS:
-        b = torch.arange(256)
-        c = torch.stack([(b >> (2 * i)) & 3 for i in range(4)], dim=1)
-        _LEVELS[key] = (2 * c - 3).float().to(device)
-    return _LEVELS[key]
+    key = (name, torch.device(device))
+    if key not in _TABLES:
+        if name == "places":
+            t = torch.tensor([1.0, 4.0, 16.0, 64.0])
+        else:
+            b = torch.arange(256)
+            t = (2 * torch.stack([(b >> (2 * i)) & 3 for i in range(4)], dim=1) - 3).float()
+        _TABLES[key] = t.to(device)
+    return _TABLES[key]
 
 
 def _dither(n, generator, offset):
@@ -348,14 +345,14 @@ def lsq_record(z, scale, generator=None):
     # clipped: v - clamp(v) is > 0 above Q and < 0 below -Q (0 inside), so this sends c to 3 or 0
     c.add_(v.sub_(v.clamp(-QMAX[4], QMAX[4])), alpha=2.0 ** 30).clamp_(0, 3)
     c = F.pad(c.flatten(), (0, -c.numel() % 4)).view(-1, 4)
-    return (c @ _places(c.device)).to(torch.uint8)
+    return (c @ _table("places", c.device)).to(torch.uint8)
 
 
 def lsq_unrecord(record, codes):
     """(I, p, q), fp32 of codes' shape, from lsq_record's bytes and the INT4 codes q the same
     values rounded to: I is the STE's mask (0 where the value was clipped, else 1) and p = 2c - 3
     for the record's level index c, so the remainder's level c/3 - 1/2 is p / 6 where I = 1."""
-    p = _levels(record.device).index_select(0, record.int()).view(-1)[:codes.numel()].view(codes.shape)
+    p = _table("levels", record.device).index_select(0, record.int()).view(-1)[:codes.numel()].view(codes.shape)
     q = codes.float()
     # q * p is 21 = Q * 3 exactly for (Q, c = 3) and (-Q, c = 0), the clipped pairs, and at most
     # 18 for every other pair: 21 - it, capped at 1, is I

@@ -160,12 +160,6 @@ def trusted(name):
     return call
 
 
-def _time_trusted(timer, names, fn, inputs):
-    """Time fn, a call through registry.dispatch_trusted (which turns the launchers' value checks
-    off itself; `names`, the slots it runs, are kept for the record)."""
-    return timer(fn, inputs)
-
-
 def _rand_codes(m, k2, device, g):
     return torch.randint(0, 256, (m, k2), generator=g, dtype=torch.uint8).to(device)
 
@@ -206,8 +200,7 @@ def bench_gemm(timer, sizes, device, errors=None):
                        rtol=1e-2 if fdt == torch.bfloat16 else 1e-5)
                 row["impl"] = registry.last_ran("int4_matmul")
                 fast = trusted("int4_matmul")
-                row["int4_matmul_ms"] = _time_trusted(timer, ["int4_matmul"],
-                                                      lambda *s: fast(*s, out_dtype=fdt), sets)
+                row["int4_matmul_ms"] = timer(lambda *s: fast(*s, out_dtype=fdt), sets)
         _case(errors, "gemm", f"{label} int4_matmul", int4)
 
         fl = [(torch.randn(m, k, generator=g).to(device, fdt), torch.randn(k, n, generator=g).to(device, fdt))
@@ -306,7 +299,7 @@ def bench_memory(timer, shapes, device, errors=None):
                     _check_memory(name, label, x, kw, registry.dispatch(name, x, **kw), specs[name](x, **kw))
                     row[f"{name}_impl"] = registry.last_ran(name)
                     fast = trusted(name)
-                    row[f"{name}_ms"] = _time_trusted(timer, [name], lambda t: fast(t, **kw), sets)
+                    row[f"{name}_ms"] = timer(lambda t: fast(t, **kw), sets)
                     row[f"{name}_dispatch_ms"] = timer(lambda t: registry.dispatch(name, t, **kw), sets)
                 if row[f"{name}_ms"]:
                     row[f"{name}_GBps"] = moved / (row[f"{name}_ms"] * 1e-3) / 1e9
@@ -510,7 +503,7 @@ def bench_linear(timer, tokens, dims, device, errors=None):
                 fast = trusted(name)
                 with registry.use("triton"):
                     entry["impl"] = registry.resolve(name)[0]
-                    entry["time_ms"] = _time_trusted(timer, [name], lambda a, kw: fast(*a, **kw), inputs)
+                    entry["time_ms"] = timer(lambda a, kw: fast(*a, **kw), inputs)
                 if part in LINEAR_PARTS:
                     row[LINEAR_PARTS[part]] = entry["time_ms"]
             _case(errors, "linear", f"{label} part {part}", time_part)
