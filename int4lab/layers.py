@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from int4lab import ops
+from int4lab import ops, runtime
 from int4lab.exercises import registry
 from int4lab.spec.gradients import lss_probabilities_trusted as lss_probabilities
 from int4lab.spec.hadamard import block_hadamard_trusted as block_hadamard
@@ -127,8 +127,10 @@ def _pad2(t, rows, cols):
 
 
 def _seed():
-    # drawn from torch's global generator, so torch.manual_seed makes a run reproducible
-    return int(torch.randint(0, 2 ** 62, (1,)).item())
+    # drawn from torch's global CPU generator, so torch.manual_seed makes a run reproducible; on a
+    # GPU this is host work, no launch or sync (runtime.host_work says so to the layer counts)
+    with runtime.host_work():
+        return int(torch.randint(0, 2 ** 62, (1,), device="cpu").item())
 
 
 def _codes(packed):
@@ -509,6 +511,94 @@ class Int4LinearFunction(torch.autograd.Function):
         return dx, dw, db, ds_x, ds_w, None
 
 
+# ---- the fused path: int4_hq_lss on the library's kernels --------------------------------
+
+FUSED_SLOTS = ("hadamard_quantize", "int4_matmul", "bit_split", "lss_gather")
+_FUSED = []
+
+
+def _fused_kernels():
+    """int4lab.kernels.fused_linear, or None where it cannot run (no Triton, a student copy)."""
+    if not _FUSED:
+        try:
+            from int4lab.kernels import fused_linear
+        except Exception:                   # no triton, or a copy without the library's kernels
+            fused_linear = None
+        _FUSED.append(fused_linear)
+    return _FUSED[0]
+
+
+def fused_path(recipe, x2, weight):
+    """Whether Int4Linear runs this call through kernels/fused_linear.py: the default recipe's
+    choices (HQ with LSQ scale, 2-bit record, bit splitting + sampled LSS), every slot it fuses
+    resolving to the library's Triton kernels (int4lab.use("triton"), or "auto" on a GPU), and
+    shapes it takes (D a multiple of the Hadamard block, N and C even, fp32 on a CPU). Anything
+    else runs the general path below, slot by slot."""
+    r = recipe
+    if not (r.forward == "int4_hq" and r.grad == "bs_lss" and r.lss == "sample"
+            and r.hq_scale == "lsq" and r.lsq_grad == "2bit"):
+        return False
+    (N, D), C = x2.shape, weight.shape[0]
+    if N < 2 or N % 2 or C % 2 or D % r.block_size or D % 4:
+        return False
+    if x2.device.type != "cuda" and (x2.dtype != torch.float32 or weight.dtype != torch.float32):
+        return False                        # the interpreter has no bf16
+    if any(registry.resolve(name)[0] != "triton" for name in FUSED_SLOTS):
+        return False
+    fused = _fused_kernels()
+    return fused is not None and r.block_size in fused.BLOCK_SIZES
+
+
+class FusedInt4LinearFunction(torch.autograd.Function):
+    """Int4LinearFunction for int4_hq_lss on kernels/fused_linear.py: 13 launches per forward +
+    backward, no host sync (its docstring says how, and what differs from the spec's layer)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, s_x, s_w, recipe):
+        fl = _fused_kernels()
+        (N, D), C = x.shape, weight.shape[0]
+        sx, sw = s_x.detach(), s_w.detach()
+        registry.note_ran(FUSED_SLOTS, "triton")
+        qx, _, rx, rsx, sqx = fl.quantize_rows(x.detach(), sx, recipe.block_size, _seed())
+        qw, qwt, rw, rsw, _ = fl.quantize_rows(weight.detach(), sw, recipe.block_size, _seed(),
+                                               transposed=True)
+        y = ops.trusted.int4_matmul(qx, rsx[:, None], qw, rsw[:, None], out_dtype=x.dtype)
+        if bias is not None:
+            y = y + bias.detach()
+        ctx.recipe, ctx.dims = recipe, (N, D, C)
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        ctx.save_for_backward(qx, rx, sqx, qw, qwt, rw, sx, sw)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        fl = _fused_kernels()
+        qx, rx, sqx, qw, qwt, rw, sx, sw = ctx.saved_tensors
+        r, (N, D, C) = ctx.recipe, ctx.dims
+        x_dtype, w_dtype, b_dtype = ctx.dtypes
+        need_x, need_w, need_b, need_sx, need_sw, _ = ctx.needs_input_grad
+        want_dx, want_dw = need_x or need_sx, need_w or need_sw
+        registry.note_ran(FUSED_SLOTS, "triton")
+        db, amax = fl.grad_columns(gy, b_dtype if need_b else None)
+        stacked, scales, sq = fl.split_rows(gy, amax, _seed())
+        src, wt, slot = fl.lss_plan(sq, scales, sqx, sx, N, _seed())
+        kept, a, sa, b = fl.lss_operands(stacked, qx, src, wt, _seed(), want_dx, want_dw)
+        parts = torch.empty((2, max(fl.backward_programs(N, D)[0], fl.backward_programs(C, D)[0])),
+                            dtype=torch.float32, device=gy.device)
+        dx = dw = ds_x = ds_w = None
+        if want_dx:   # sampled rows x W^T's codes, then per token: hi row + lo row, STE, H^T
+            dxr = ops.trusted.int4_matmul(kept, wt[0][:, None], qwt, sw)
+            dx = fl.lsq_backward(dxr, slot, rx, qx, N, r.block_size, N * D, x_dtype, parts[0])
+        if want_dw:
+            dwr = ops.trusted.int4_matmul(a, sa[:, None], b, sx)
+            dw = fl.lsq_backward(dwr, None, rw, qw, C, r.block_size, C * D, w_dtype, parts[1])
+        if need_sx or need_sw:
+            ds = parts.sum(1)
+            ds_x = ds[0] if need_sx else None
+            ds_w = ds[1] if need_sw else None
+        return (dx if need_x else None), (dw if need_w else None), db, ds_x, ds_w, None
+
+
 class Int4Linear(nn.Linear):
     """A drop-in nn.Linear (same weight, bias and init) whose GEMMs follow a Recipe.
 
@@ -550,14 +640,17 @@ class Int4Linear(nn.Linear):
         if (r.forward == "fp" and r.grad == "fp") or x.numel() == 0:
             return F.linear(x, self.weight, self.bias)
         x2 = x.reshape(-1, self.in_features)
+        fused = fused_path(r, x2, self.weight)
         s_x = s_w = None
         if r.uses_lsq:
             with torch.no_grad():
                 # LSQ initialises (and warms up) its scale from the values it will round; after
-                # the warm-up it needs none, so they are rotated only while it looks
-                s_x = self.x_quantizer.observe(lambda: self._lsq_view(x2))
-                s_w = self.w_quantizer.observe(lambda: self._lsq_view(self.weight))
-        y = Int4LinearFunction.apply(x2, self.weight, self.bias, s_x, s_w, r)
+                # the warm-up it needs none, so they are rotated only while it looks (the fused
+                # kernels clamp the scale themselves)
+                s_x = self.x_quantizer.observe(lambda: self._lsq_view(x2), clamp=not fused)
+                s_w = self.w_quantizer.observe(lambda: self._lsq_view(self.weight), clamp=not fused)
+        function = FusedInt4LinearFunction if fused else Int4LinearFunction
+        y = function.apply(x2, self.weight, self.bias, s_x, s_w, r)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def _lsq_view(self, t):

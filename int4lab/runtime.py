@@ -9,6 +9,8 @@ runs kernels imports runtime first; `import int4lab` itself stays light (it impo
 `int4lab --help` answers at once) and runs this set-up before the first kernel module is
 imported or the first public name is used (int4lab/__init__.py).
 """
+import contextlib
+import contextvars
 import importlib.util
 import os
 import tempfile
@@ -46,6 +48,25 @@ def describe() -> str:
 # A student copy (`int4lab student-copy`) has no library kernels; its int4lab/ holds this marker.
 STUDENT_COPY_MARKER = "STUDENT_COPY"
 _IS_STUDENT_COPY = (Path(__file__).parent / STUDENT_COPY_MARKER).exists()   # read once: dispatch asks on every call
+
+
+_HOST_WORK = contextvars.ContextVar("int4lab_host_work", default=False)
+
+
+@contextlib.contextmanager
+def host_work():
+    """Marks work that stays on the host on every machine (a seed drawn from torch's CPU
+    generator): int4lab.perf.layer_counts counts it apart, not as device launches or syncs (and
+    checks that it touches CPU tensors only)."""
+    token = _HOST_WORK.set(True)
+    try:
+        yield
+    finally:
+        _HOST_WORK.reset(token)
+
+
+def in_host_work() -> bool:
+    return _HOST_WORK.get()
 
 
 def is_student_copy() -> bool:

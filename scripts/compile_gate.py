@@ -3,6 +3,7 @@ user needs: it compiles under this Triton, it spills no registers, and the GEMM'
 on integer tensor cores (mma ... s8 on sm_80-89: SASS IMMA; wgmma on sm_90: SASS IGMMA).
 
 Checked: every slot's library kernel at the config its launcher picks on a GPU, for each --arch;
+the kernels of the fused Int4Linear (kernels/fused_linear.py) as one layer step launches them;
 and every wrong-kernel fixture in tests/wrong_kernels (each is one bug away from a solution, and
 the grader and the lessons' tests run them, so they must compile too) for the last --arch.
 Run under each Triton of the support matrix by scripts/triton_matrix.sh.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import triton
 
-import int4lab  # noqa: F401  (sets up the interpreter the launchers are recorded under)
+import int4lab  # (sets up the interpreter the launchers are recorded under)
 from int4lab.perf import kernel_inspect as ki
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,21 @@ def problems_of(slot, kernel, arch):
         elif not kernel["loop"].get("by_class", {}).get("tensor_core"):
             bad.append(f"{want} is not in the main loop")
     return bad
+
+
+def fused_layer_step(tokens=256, d=256):
+    """One forward + backward of Int4Linear(int4_hq_lss) on the fused path (kernels/fused_linear.py),
+    for the recorder: its kernels compile with the shapes the layer gives them."""
+    import torch
+
+    from int4lab.layers import Int4Linear, fused_path
+    torch.manual_seed(0)
+    layer = Int4Linear(d, d, recipe="int4_hq_lss")
+    x = torch.randn(tokens, d, requires_grad=True)
+    with int4lab.use("triton"):
+        if not fused_path(layer.recipe, x, layer.weight):
+            raise RuntimeError("the layer did not take the fused path")
+        layer(x).backward(torch.randn(tokens, d))
 
 
 def load_fixture(path):
@@ -75,6 +91,20 @@ def main(argv=None):
                 print(f"{'ok  ' if not bad else 'FAIL'} {arch} {slot:18} {k['kernel']:26} "
                       f"regs {k['regs']:3} spills {k['spills']} "
                       f"tc {','.join(k['tensor_core']) or '-'}")
+        try:
+            fused = ki.inspect_launcher(fused_layer_step, (), {}, arch)["kernels"]
+        except Exception as e:
+            fused = []
+            failures.append(f"fused layer {arch}: does not compile: {str(e)[-1500:]}")
+        for k in fused:
+            bad = problems_of("fused_linear", k, arch)
+            failures += [f"fused_linear/{k['kernel']} {arch}: {b}" for b in bad]
+            rows.append({"slot": "fused_linear", "kernel": k["kernel"], "arch": arch, "regs": k["regs"],
+                         "spills": k["spills"], "tensor_core": k["tensor_core"],
+                         "bound": k["predicted"]["bound"],
+                         "fraction_of_peak": k["predicted"]["fraction_of_peak"], "ok": not bad})
+            print(f"{'ok  ' if not bad else 'FAIL'} {arch} {'fused_linear':18} {k['kernel']:26} "
+                  f"regs {k['regs']:3} spills {k['spills']}")
     arch = args.arch[-1]
     for path in sorted((ROOT / "tests" / "wrong_kernels").glob("[a-z]*__*.py")):
         slot = path.stem.split("__")[0]

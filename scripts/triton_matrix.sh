@@ -17,7 +17,7 @@ ARCHS=${TRITON_ARCHS:-"sm_80 sm_90"}
 ROOT_VENVS=${TMPDIR:-/tmp}/int4lab-triton-venvs
 KERNEL_TESTS="tests/test_kernel_matmul.py tests/test_kernel_quantize.py tests/test_kernel_hadamard.py
               tests/test_kernel_gradients.py tests/test_packing.py tests/test_registry.py
-              tests/test_layer_backends.py"
+              tests/test_layer_backends.py tests/test_kernel_fused_linear.py"
 main_version=$(python3 -c "import triton; print(triton.__version__)" 2>/dev/null || echo none)
 mkdir -p results
 for v in $VERSIONS; do

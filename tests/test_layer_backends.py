@@ -62,3 +62,45 @@ def test_stochastic_backward_agrees_in_distribution():
         # and the noise has the same size on both backends (within a factor 2)
         ratio = (t.var(0).sum() / s.var(0).sum()).item()
         assert 0.5 < ratio < 2.0, f"{name}: variance ratio triton/spec = {ratio:.2f}"
+
+
+def test_the_triton_mode_takes_the_fused_path_only_where_it_applies():
+    from int4lab.layers import fused_path
+    layer, x = layer_and_input()
+    with int4lab.use("triton"):
+        assert fused_path(layer.recipe, x, layer.weight)
+        assert not fused_path(layer.recipe, x[:47], layer.weight)          # odd token count
+        assert not fused_path(Int4Linear(64, 32, recipe="int4_hq").recipe, x, layer.weight)
+    with int4lab.use("spec"):
+        assert not fused_path(layer.recipe, x, layer.weight)
+    with int4lab.use("triton"):                    # the general path still runs what it cannot
+        y = layer(x[:47])
+    assert y.shape == (47, 32) and torch.isfinite(y).all()
+
+
+def test_fused_scale_gradients_agree_in_distribution():
+    layer, x = layer_and_input()
+    with torch.no_grad():
+        layer.x_quantizer.scale.mul_(0.6)          # so that values clip and both terms matter
+    draws = {}
+    for impl in ("spec", "triton"):
+        out = []
+        for seed in range(12):
+            run(layer, x, impl, seed)
+            out.append(torch.stack([layer.x_quantizer.scale.grad, layer.w_quantizer.scale.grad]))
+        draws[impl] = torch.stack(out)
+    s, t = draws["spec"], draws["triton"]
+    se = ((s.var(0) + t.var(0)) / 12).sqrt()
+    assert ((s.mean(0) - t.mean(0)).abs() < 4 * se + 1e-6).all(), (s.mean(0), t.mean(0), se)
+    assert (s.mean(0).abs() > 2 * se).any()        # the comparison has something to compare
+
+
+def test_fused_nan_in_a_row_makes_that_row_nan_as_nn_linear():
+    layer, x = layer_and_input()
+    layer.eval()
+    with int4lab.use("triton"):
+        layer(x)                                   # LSQ's scale starts from finite data
+        x = x.clone()
+        x[5, 2] = float("nan")
+        y = layer(x)
+    assert torch.isnan(y[5]).all() and torch.isfinite(y[torch.arange(48) != 5]).all()

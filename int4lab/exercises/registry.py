@@ -197,6 +197,13 @@ def dispatch_trusted(name: str, *args, spec_extra: Optional[dict] = None, **kwar
     return fn(*args, **kwargs)
 
 
+def note_ran(names, impl):
+    """Record that `impl` did the work of these slots in a fused kernel (int4lab.layers' fused
+    path runs the library's Triton kernels for several slots at once)."""
+    for name in names:
+        _ran(name, impl)
+
+
 def _ran(name, impl):
     _last_ran[name] = impl
     _calls[name, impl] = _calls.get((name, impl), 0) + 1

@@ -43,6 +43,7 @@ NOT_SOLUTIONS = {"__init__", "known_answer", "rounding"}
 # Files of the repository that a copy leaves out, with why (globs, relative to the repository).
 LEFT_OUT = {
     "tests/test_kernel_*.py": "they test the library's kernel bodies",
+    "kernels/fused_linear.py": "the library's fused Int4Linear, built from the slots' solutions",
     "tests/todo_solutions/*": "solutions to the exercises, written from the TODO plans",
     "tests/test_todo_solutions.py": "it unlocks every slot with tests/todo_solutions/",
     "tests/wrong_kernels/[a-z]*__*.py": "deliberately wrong kernels, each one bug away from a solution",
@@ -94,6 +95,8 @@ SKIPPED_IN_COPY = {
     "tests/test_cli.py::test_capstone_trains_on_the_learners_kernels_on_a_cpu":
         "it unlocks every slot with the library's solutions",
     "tests/test_layer_counts.py::test_a_triton_launch_is_counted": "it counts a launch of the library's kernel",
+    "tests/test_layer_counts.py::test_the_fused_layer_meets_the_issue_targets":
+        "it counts the library's fused layer (kernels/fused_linear.py is not part of a copy)",
     "tests/test_packaging.py::test_ci_runs_the_readme_test_command": "the course's CI is not part of a copy",
     "tests/test_packaging.py::test_interpreter_runs_runtime_bounded_loops_on_every_numpy":
         "it runs the library's int4_matmul",

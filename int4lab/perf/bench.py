@@ -437,9 +437,11 @@ LINEAR_PARTS = {"forward.hadamard_quantize": "part_hadamard_quantize_x_ms",
                 "backward.int4_matmul#1": "part_int4_gemm_dw_ms"}
 LINEAR_GEMMS = {"forward.int4_matmul": ("forward", "Y = X W^T: M = tokens, N = d_out, K = d_in"),
                 "backward.int4_matmul": ("grad_input", "dX = dY W: M = rows of the bit-split dY that "
-                                         "LSS kept (random, about tokens), N = d_in, K = d_out"),
+                                         "LSS kept (random, about tokens; on the fused path a fixed "
+                                         "tokens + 2), N = d_in, K = d_out"),
                 "backward.int4_matmul#1": ("grad_weight", "dW = dY^T X: M = d_out, N = d_in, K = the "
-                                           "kept rows (random, about tokens, padded to even)")}
+                                           "kept rows (random, about tokens, padded to even; fused: "
+                                           "tokens + 2)")}
 
 
 def bench_linear(timer, tokens, dims, device, errors=None):

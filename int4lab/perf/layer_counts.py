@@ -3,8 +3,10 @@
 Timings need a GPU; counts do not. `count_layer` runs ONE Int4Linear(d, d, recipe) forward +
 backward (x of shape (tokens, d) with requires_grad, then y.backward(gy) with a random gy made
 beforehand), after one untimed warm-up step, so one-time work (LSQ initialisation, Triton's
-compile cache, the registry's lookups) is not counted. (LSQ recipes also re-initialise their
-scale on each of their first lsq_warmup_steps = 10 steps; `warmup=11` counts the step after.)
+compile cache, the registry's lookups) is not counted. LSQ recipes also re-initialise their
+scale from the data on each of the first lsq_warmup_steps = 10 steps of a run; by default
+(steady=True) the counted step is one after that: the quantizers' step counts are moved past
+their warm-up after the untimed step (steady=False counts the second step of a run instead).
 It counts three things, the same way on any machine:
 
 - launches: the device operations the step issues, as the sum of two parts.
@@ -47,7 +49,11 @@ and .cpu(). This is an upper bound: a read of a tensor that stays on the host on
 non-CPU tensors count. Two more differences: a CPU run uses fp32 and a GPU run bf16, so the GPU
 has a few more dtype conversions (`.float()` of an fp32 tensor launches nothing); and the
 default mode "auto" runs the spec on a CPU but the library's Triton kernels on a GPU, so count
-with impl="triton" on the CPU to see the GPU's default path. detail["host_syncs_by_site"] and
+with impl="triton" on the CPU to see the GPU's default path. Host work is left out: ops run inside
+int4lab.runtime.host_work() (the layers' seeds, drawn from torch's CPU generator) stay on the host
+on every machine, so on a GPU they launch nothing and wait for nothing; they are counted apart
+in detail["host_work_ops"], and an op there that touches a device tensor is an error.
+detail["host_syncs_by_site"] and
 detail["passes_by_site"] name the int4lab function that issued each (innermost int4lab frame
 <- its int4lab caller), so a count can be traced to its line.
 
@@ -164,6 +170,7 @@ class Counter:
         self.passes = collections.Counter()
         self.pass_sites = collections.Counter()
         self.metadata = collections.Counter()
+        self.host = collections.Counter()
         self.slot_calls = collections.defaultdict(collections.Counter)
         self._in_triton = 0
         self._lock = threading.Lock()
@@ -215,6 +222,15 @@ class Counter:
         op = func.overloadpacket.__name__
         if op in METADATA_OPS:
             self.metadata[op] += 1
+            return
+        if runtime.in_host_work():
+            tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+            on_device = [t.device for t in tensors if not _is_cpu(t)]
+            if on_device:
+                raise RuntimeError(f"int4lab: {op} inside runtime.host_work() touches a tensor on "
+                                   f"{on_device[0]}: host work must stay on the CPU")
+            with self._lock:
+                self.host[op] += 1
             return
         with self._lock:
             self.aten[op] += 1
@@ -276,7 +292,7 @@ class Counter:
             bound = getattr(torch.Tensor, name)
 
             def method(t, *args, _bound=bound, _name=name, **kwargs):
-                if not counter._in_triton and counter._mode is not None:
+                if not counter._in_triton and counter._mode is not None and not runtime.in_host_work():
                     with counter._lock:
                         counter._sync(f"Tensor.{_name}")      # a host read, not a launch
                 return _bound(t, *args, **kwargs)
@@ -337,6 +353,7 @@ class Counter:
                 "passes_by_op": ranked(self.passes),
                 "passes_by_site": ranked(self.pass_sites),
                 "metadata_ops_skipped": ranked(self.metadata, 10 ** 6),
+                "host_work_ops": ranked(self.host, 10 ** 6),
                 "slot_calls": {s: dict(c) for s, c in sorted(self.slot_calls.items())}}
 
 
@@ -359,13 +376,13 @@ def _default_dtype(device):
 
 
 def count_layer(recipe="int4_hq_lss", tokens=4096, d=1024, impl=None, device=None, dtype=None,
-                warmup=1):
+                warmup=1, steady=True):
     """Count one Int4Linear(d, d, recipe) forward + backward on (tokens, d): see the module docstring.
 
     impl: None (the current int4lab.use mode) or "spec" / "triton" / "learner" / "auto".
     device: default int4lab.DEVICE; dtype: default bf16 on a GPU, fp32 on a CPU.
     warmup: untimed steps before the counted one (LSQ recipes re-initialise their scale on each
-    of their first lsq_warmup_steps steps; pass more to count the step after that).
+    of their first lsq_warmup_steps steps; steady=True counts a step after that, see above).
     Returns {"recipe", "tokens", "d", "impl", "mode", "device", "dtype", "counts", "detail"}.
     """
     from int4lab.layers import Int4Linear, get_recipe
@@ -389,6 +406,11 @@ def count_layer(recipe="int4_hq_lss", tokens=4096, d=1024, impl=None, device=Non
             for _ in range(warmup):
                 x = step()
                 layer(x).backward(gy)
+            if steady:
+                for q in (layer.x_quantizer, layer.w_quantizer):
+                    if q is not None:       # past the warm-up (host-side state, see LSQQuantizer)
+                        state = q._host_state()
+                        state[1] = max(state[1], q.warmup_steps)
             x = step()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -400,7 +422,7 @@ def count_layer(recipe="int4_hq_lss", tokens=4096, d=1024, impl=None, device=Non
     ran = {s: "+".join(sorted(calls)) for s, calls in detail["slot_calls"].items()}
     for s in ran:   # cross-check with the registry's own record of the last call
         detail.setdefault("last_ran", {})[s] = registry.last_ran(s)
-    return {"recipe": r.name, "tokens": tokens, "d": d, "impl": ran, "mode": which,
+    return {"recipe": r.name, "tokens": tokens, "d": d, "impl": ran, "mode": which, "steady": steady,
             "device": str(device), "dtype": str(dtype).replace("torch.", ""),
             "counts": c.counts(), "detail": detail}
 

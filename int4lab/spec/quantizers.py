@@ -357,19 +357,43 @@ class LSQQuantizer(nn.Module):
         self.scale = nn.Parameter(torch.ones(()))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        # [initialized, steps] mirrored on the host, so that a step reads no device value (a host
+        # sync on a GPU): read from the buffers once, written back to `steps` when saved
+        self._host = None
 
-    def observe(self, x):
+    def _host_state(self):
+        if self._host is None:
+            self._host = [bool(self.initialized), int(self.steps)]
+        return self._host
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if self._host is not None:
+            with torch.no_grad():
+                self.steps.fill_(self._host[1])
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host = None
+
+    def observe(self, x, clamp=True):
         """Update the scale per the init/warm-up rule for this batch x and return the parameter.
-        x may be a callable returning the batch: it is called only when the rule needs it."""
-        if not bool(self.initialized) or (self.training and int(self.steps) < self.warmup_steps):
+        x may be a callable returning the batch: it is called only when the rule needs it.
+        clamp=False leaves the clamp to >= 1e-8 to the caller (the fused layer's kernel does it
+        in place). The step count lives on the host (the `steps` buffer is brought up to date
+        when the module is saved)."""
+        state = self._host_state()
+        if not state[0] or (self.training and state[1] < self.warmup_steps):
             with torch.no_grad():
                 self.scale.copy_(lsq_init_scale(x() if callable(x) else x, self.qmax))
                 self.initialized.fill_(True)
+            state[0] = True
         if self.training:
-            self.steps += 1
-        with torch.no_grad():
-            # an optimizer step can push a learned step size to <= 0, which has no meaning
-            self.scale.clamp_(min=1e-8)
+            state[1] += 1
+        if clamp:
+            with torch.no_grad():
+                # an optimizer step can push a learned step size to <= 0, which has no meaning
+                self.scale.clamp_(min=1e-8)
         return self.scale
 
     def forward(self, x):

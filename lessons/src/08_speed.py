@@ -260,12 +260,39 @@ counts = layer_counts.count_layer("int4_hq_lss", tokens=256, d=128)
 print(layer_counts.format_report(counts))
 
 # %% [markdown]
-# Counted for one 4096-token, 1024 → 1024 layer on the library's Triton path (through the
-# interpreter, 2026-11-29; `docs/PERFORMANCE.md`): 241 launches (20 of them Triton kernels), 17
-# host syncs and 117 full-size passes per forward + backward, against targets of 14, 0 and 25.
-# The kernels are no longer the problem there: the PyTorch glue between them is (the LSQ record
-# and its unpacking, LSS's bookkeeping, seeds and output sizes read back to the host). At small
-# widths that glue, not the GEMM, sets a layer's time; it is the next thing to fuse.
+# That is the path this machine runs by default (on a CPU: the spec, or your kernels once
+# unlocked): slot by slot, with PyTorch glue between the quantized operations. A GPU runs the
+# library's kernels, and for this recipe it runs them **fused** (`kernels/fused_linear.py`):
+# the same count on that path, through the interpreter (a few seconds):
+
+# %%
+fused = layer_counts.count_layer("int4_hq_lss", tokens=256, d=128, impl="triton")
+print(layer_counts.format_report(fused))
+
+# %% [markdown]
+# Counted for one 4096-token, 1024 → 1024 layer (through the interpreter, 2026-11-29;
+# `docs/PERFORMANCE.md`). Slot by slot on the library's kernels: 241 launches (20 of them Triton
+# kernels), 17 host syncs and 117 full-size passes per forward + backward, against targets of 14,
+# 0 and 25. The kernels were not the problem there: the PyTorch glue between them was (the LSQ
+# record and its unpacking, LSS's bookkeeping, seeds and the kept rows' count read back to the
+# host). The fused path: **13 launches (11 Triton kernels, a bias add and one small sum), 0 host
+# syncs, 11 full passes.** What it took:
+#
+# - *Every byte written once, in the layout its reader wants.* The kernel that rounds W also
+#   writes W's codes packed along the other dim (dX = dY W reduces over C), and the one that
+#   gathers the sampled rows for dW writes them packed along the sample, so nothing is
+#   unpacked, transposed and repacked in between. The LSQ record is written by the quantize
+#   kernel and read by the one that applies the STE and undoes the rotation.
+# - *No host sync.* A host sync stalls the GPU's queue until the CPU has read a number. LSS's
+#   independent coin flips keep a random number of rows, so sizing the output needed one;
+#   systematic sampling keeps each row with the same probability p_i (so the same unbiased
+#   1/p_i reweighting) but a number of rows fixed in advance. Seeds are drawn on the host.
+# - *Cheap randomness.* A stochastic record or rounding on every value needs a random number
+#   per value; Philox costs ~60 instructions a call, a multiply-xorshift hash ~8. In a kernel that
+#   moves 3 bytes a value, that is the difference between 22% and 56% of the memory bandwidth
+#   (static estimates, sm_90).
+#
+# At small widths launches and passes, not the GEMMs, set a layer's time: the fewer the better.
 
 # %% [markdown]
 # ### Check your understanding
