@@ -562,7 +562,7 @@ class FusedInt4LinearFunction(torch.autograd.Function):
         qx, _, rx, rsx, sqx = fl.quantize_rows(x.detach(), sx, recipe.block_size, _seed())
         qw, qwt, rw, rsw, _ = fl.quantize_rows(weight.detach(), sw, recipe.block_size, _seed(),
                                                transposed=True)
-        y = ops.trusted.int4_matmul(qx, rsx[:, None], qw, rsw[:, None], out_dtype=x.dtype)
+        y = fl.gemm(qx, rsx[:, None], qw, rsw[:, None], out_dtype=x.dtype)
         if bias is not None:
             y = y + bias.detach()
         ctx.recipe, ctx.dims = recipe, (N, D, C)
@@ -587,10 +587,10 @@ class FusedInt4LinearFunction(torch.autograd.Function):
                             dtype=torch.float32, device=gy.device)
         dx = dw = ds_x = ds_w = None
         if want_dx:   # sampled rows x W^T's codes, then per token: hi row + lo row, STE, H^T
-            dxr = ops.trusted.int4_matmul(kept, wt[0][:, None], qwt, sw)
+            dxr = fl.gemm(kept, wt[0][:, None], qwt, sw)
             dx = fl.lsq_backward(dxr, slot, rx, qx, N, r.block_size, N * D, x_dtype, parts[0])
         if want_dw:
-            dwr = ops.trusted.int4_matmul(a, sa[:, None], b, sx)
+            dwr = fl.gemm(a, sa[:, None], b, sx)
             dw = fl.lsq_backward(dwr, None, rw, qw, C, r.block_size, C * D, w_dtype, parts[1])
         if need_sx or need_sw:
             ds = parts.sum(1)

@@ -6,7 +6,7 @@ repack for the backward GEMMs, the LSQ record and its unpacking in PyTorch, a ho
 the sampled rows (`inspect --layer int4_hq_lss --impl triton` counted 241 launches, 17 host
 syncs, 117 full passes). This module is the library's answer for the default recipe on its own
 kernels: the same mathematics as the spec's layer (int4lab.layers), with the glue folded into
-six kernels and the two GEMMs of the slot's int4_matmul (the layer's third GEMM is the forward's):
+six kernels and three GEMMs, the slot's int4_matmul kernel (autotuned on a GPU: `gemm` below):
 
   forward   quantize_rows (X)   XH / s_x rounded to INT4 codes (packed along D), LSQ's 2-bit
                                 record, each row's sum of squared codes (for LSS) and a per-row
@@ -36,11 +36,14 @@ What differs from the spec's layer, on purpose:
   the 1/p_i reweighting is unbiased in the same way; the number kept is floor(sum p - u) + 1,
   at most budget + 1 rows (sum p = budget = N), so every buffer has a shape known in advance.
   What changes is the joint law: two rows are no longer independent (the sizes of the spec's
-  and this layer's noise are compared in tests/test_fused_linear.py). The running sums are fp64,
+  and this layer's noise are compared in tests/test_layer_backends.py). The running sums are fp64,
   so an interval's length is p_i to ~1e-12; u is an fp32 draw (2^-24 apart).
-- Random draws: Philox in the kernels (tl.rand), where the spec uses torch's generator: the same
-  laws, other numbers.
-- Order of float sums (column sums, norms, step-size partials): other roundings, ~1e-6 relative.
+- Random draws: a counter-based hash in the kernels (_hash32: the record's 8-bit dither, lo's and
+  the requantization's uniforms on 2^16 and 2^24 points) and Philox for the sample's one u,
+  where the spec uses torch's generator: the same laws (up to those resolutions), other numbers.
+- Order of float sums (column sums, norms, step-size partials): other roundings, ~1e-6 relative;
+  XH / s as z * (c / s), one rounding more than the spec's division (a code can differ by one
+  where XH / s sits within an ulp of a .5).
 - A NaN or Inf in a row of X (or W) makes that row (column) of Y NaN, as nn.Linear does, through
   the per-row scale: s + 0 * sum|row| (the spec's layer adds 0 * max|X| to every entry).
 - LSQ's clamp of its step size to >= 1e-8, done by quantize_rows in place (program 0 writes it
@@ -64,15 +67,21 @@ import torch
 import triton
 import triton.language as tl
 
-from int4lab.kernels.bit_split import _split
 from int4lab.kernels.hadamard_quantize import BLOCK_SIZES, NORM, butterfly, load_blocks
-from int4lab.kernels.int4_matmul import int4_matmul
+from int4lab.kernels.int4_matmul import (
+    GPU_CONFIG,
+    GPU_CONFIG_FEW_ROWS,
+    MAX_K,
+    _scale_vector,
+    int4_matmul,
+    int4_matmul_kernel,
+)
 from int4lab.kernels.quantize_int4 import round_stochastic
-from int4lab.kernels.rounding import divide_rn, mul_div, nibble_rn
+from int4lab.kernels.rounding import divide_rn, nibble_rn
 from int4lab.spec.quantizers import QMAX, lsq_grad_scale
 
 __all__ = ["BLOCK_SIZES", "quantize_rows", "grad_columns", "split_rows", "lss_plan", "lss_operands",
-           "lsq_backward", "int4_matmul"]
+           "lsq_backward", "gemm"]
 
 TILE = 4096            # values per program for the row kernels
 MIN_SCALE = 1e-8       # LSQ's smallest step size (LSQQuantizer.observe clamps to it)
@@ -171,7 +180,9 @@ def quantize_rows_kernel(x_ptr, s_ptr, p_ptr, pt_ptr, rec_ptr, rs_ptr, sq_ptr,
     tl.store(s_ptr, s, mask=pid == 0)                             # ... written back, in place
     sv = s + 0.0 * rows                                           # (BLOCK_R,)
     tl.store(rs_ptr + rows, sv + 0.0 * tl.sum(tl.abs(z), axis=1), mask=row_ok)
-    v = mul_div(z, c, sv[:, None])
+    # v = z * (c / s), one multiply a value: s >= 1e-8 (clamped above), so c / s is a normal
+    # float (mul_div's power-of-two guard is for any scale); within an ulp of XH / s, as mul_div
+    v = z * tl.math.div_rn(c, sv)[:, None]
     vc = tl.minimum(tl.maximum(v, -QP * 1.0), QP * 1.0)
     q = (vc + 12582912.0) - 12582912.0                            # round(vc), ties to even: exact
     nib = nibble_rn(vc)
@@ -272,8 +283,9 @@ def grad_columns(g, bias_dtype=None):
 @triton.jit
 def split_rows_kernel(g_ptr, amax_ptr, P, out_ptr, sc_ptr, sq_ptr, N, C, stride_n, stride_c, seed,
                       BLOCK_R: tl.constexpr, BP: tl.constexpr, PP: tl.constexpr):
-    """Bit splitting (kernels/bit_split.py's arithmetic: its scale and _split; lo's noise from one
-    _hash32 per output byte, 16 bits per value, where bit_split draws Philox) of
+    """Bit splitting (kernels/bit_split.py's arithmetic: its scale, and its _split done with
+    divide_rn and the 1.5 * 2**23 rounding: the same bits; lo's noise from one _hash32 per output
+    byte, 16 bits per value, where bit_split draws Philox) of
     BLOCK_R whole rows of g: hi into row n of out (2N, C/2), lo into row N + n; each stacked
     row's sum of squared codes into sq (2N,); program 0 writes [scale_hi, scale_lo] into sc."""
     pid = tl.program_id(axis=0)
@@ -285,24 +297,26 @@ def split_rows_kernel(g_ptr, amax_ptr, P, out_ptr, sc_ptr, sq_ptr, N, C, stride_
     tl.store(sc_ptr + two, tl.where(two == 0, 14.0 * inv_s, inv_s), mask=two + 2 * pid < 2)   # program 0
 
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
-    byts = tl.arange(0, BP)
-    n_bytes = C // 2
-    mask = (rows < N)[:, None] & (byts < n_bytes)[None, :]
-    row_off = rows.to(tl.int64)[:, None] * stride_n
-    even = tl.load(g_ptr + row_off + (2 * byts)[None, :] * stride_c, mask=mask, other=0.0)
-    odd = tl.load(g_ptr + row_off + (2 * byts + 1)[None, :] * stride_c, mask=mask, other=0.0)
-    offs = rows.to(tl.int64)[:, None] * n_bytes + byts[None, :]
-    u_even, u_odd = _uniform_pair(seed, offs)                     # one hash per output byte
-    hi_e, lo_e = _split(even.to(tl.float32), s, u_even)
-    hi_o, lo_o = _split(odd.to(tl.float32), s, u_odd)
-    hi_b = (hi_e.to(tl.int32) & 0xF) | ((hi_o.to(tl.int32) & 0xF) << 4)
-    lo_b = (lo_e.to(tl.int32) & 0xF) | ((lo_o.to(tl.int32) & 0xF) << 4)
-    tl.store(out_ptr + offs, hi_b.to(tl.uint8), mask=mask)
-    tl.store(out_ptr + (rows + N).to(tl.int64)[:, None] * n_bytes + byts[None, :], lo_b.to(tl.uint8),
-             mask=mask)
     row_ok = rows < N
-    tl.store(sq_ptr + rows, tl.sum(hi_e * hi_e + hi_o * hi_o, axis=1), mask=row_ok)
-    tl.store(sq_ptr + N + rows, tl.sum(lo_e * lo_e + lo_o * lo_o, axis=1), mask=row_ok)
+    cols = tl.arange(0, 2 * BP)
+    mask = row_ok[:, None] & (cols < C)[None, :]
+    g = tl.load(g_ptr + rows.to(tl.int64)[:, None] * stride_n + cols[None, :] * stride_c,
+                mask=mask, other=0.0).to(tl.float32)             # whole rows: vector loads
+    byts = tl.arange(0, BP)
+    offs = rows.to(tl.int64)[:, None] * (C // 2) + byts[None, :]
+    u_even, u_odd = _uniform_pair(seed, offs)                     # one hash per output byte
+    u = tl.reshape(tl.join(u_even, u_odd), (BLOCK_R, 2 * BP))
+    # _split's arithmetic with the cheap exact steps: divide_rn is v / 14 correctly rounded,
+    # and adding and subtracting 1.5 * 2**23 rounds to the nearest integer, ties to even
+    v = g * s
+    hi = tl.minimum(tl.maximum((divide_rn(v, 14.0) + 12582912.0) - 12582912.0, -6.0), 6.0)
+    lo = tl.minimum(tl.maximum(((v - 14.0 * hi) + u + 12582912.0) - 12582912.0, -6.0), 6.0)
+    bm = row_ok[:, None] & (byts < C // 2)[None, :]
+    tl.store(out_ptr + offs, _pack_pairs(nibble_rn(hi), BLOCK_R, BP), mask=bm)
+    tl.store(out_ptr + (rows + N).to(tl.int64)[:, None] * (C // 2) + byts[None, :],
+             _pack_pairs(nibble_rn(lo), BLOCK_R, BP), mask=bm)
+    tl.store(sq_ptr + rows, tl.sum(hi * hi, axis=1), mask=row_ok)
+    tl.store(sq_ptr + N + rows, tl.sum(lo * lo, axis=1), mask=row_ok)
 
 
 def split_rows(g, amax, seed):
@@ -325,15 +339,14 @@ def split_rows(g, amax, seed):
 # ---- backward: leverage score sampling ------------------------------------------------------
 
 @triton.jit
-def _norms(start, sq_ptr, xsq_ptr, s_hi, s_lo, sx, N, WEIGHT: tl.constexpr, BLOCK: tl.constexpr):
+def _norms(start, sq_ptr, xsq_ptr, s_hi, s_lo, sx, N, weight, BLOCK: tl.constexpr):
     """Norms of stacked rows start ... start + BLOCK (fp64, 0 past 2N): ||g_i|| = sqrt(sumsq_i)
-    times s_hi (i < N) or s_lo; for the weight gradient times ||x_(i mod N)||."""
+    times s_hi (i < N) or s_lo; where `weight` (the weight gradient's plan) times ||x_(i mod N)||."""
     i = start + tl.arange(0, BLOCK)
     ok = i < 2 * N
     n = tl.sqrt(tl.load(sq_ptr + i, mask=ok, other=0.0)) * tl.where(i < N, s_hi, s_lo)
-    if WEIGHT:
-        n = n * (tl.sqrt(tl.load(xsq_ptr + i % N, mask=ok, other=0.0)) * sx)
-    return n.to(tl.float64), i, ok
+    xn = tl.sqrt(tl.load(xsq_ptr + i % N, mask=ok & weight, other=1.0)) * tl.where(weight, sx, 1.0)
+    return (n * xn).to(tl.float64), i, ok
 
 
 @triton.jit
@@ -351,7 +364,7 @@ def lss_plan_kernel(sq_ptr, sc_ptr, xsq_ptr, sx_ptr, src_ptr, wt_ptr, slot_ptr,
     sum of p; it goes to place m. src[m] = i and wt[m] = (s_hi or s_lo) / p_i; places past the
     last point get src 0, wt 0 (a zero row). Program 0 also writes slot[i] = m or -1."""
     pid = tl.program_id(axis=0)
-    WEIGHT = pid == 1
+    weight = (tl.arange(0, 1) * 0 + pid) == 1                     # (1,): the weight gradient's plan
     s_hi = tl.load(sc_ptr)
     s_lo = tl.load(sc_ptr + 1)
     sx = tl.load(sx_ptr)
@@ -360,10 +373,7 @@ def lss_plan_kernel(sq_ptr, sc_ptr, xsq_ptr, sx_ptr, src_ptr, wt_ptr, slot_ptr,
     total = tl.zeros((), dtype=tl.float64)
     nnz = 0
     for start in range(0, 2 * N, BLOCK):
-        if WEIGHT:
-            n, i, ok = _norms(start, sq_ptr, xsq_ptr, s_hi, s_lo, sx, N, True, BLOCK)
-        else:
-            n, i, ok = _norms(start, sq_ptr, xsq_ptr, s_hi, s_lo, sx, N, False, BLOCK)
+        n, i, ok = _norms(start, sq_ptr, xsq_ptr, s_hi, s_lo, sx, N, weight, BLOCK)
         total += tl.sum(n, axis=0)
         nnz += tl.sum((n > 0).to(tl.int32), axis=0)
     keep_all = budget >= nnz
@@ -376,20 +386,14 @@ def lss_plan_kernel(sq_ptr, sc_ptr, xsq_ptr, sx_ptr, src_ptr, wt_ptr, slot_ptr,
     while (newly > 0) & (it < MAX_ITER) & clip:
         newly = 0
         for start in range(0, 2 * N, BLOCK):
-            if WEIGHT:
-                n, i, ok = _norms(start, sq_ptr, xsq_ptr, s_hi, s_lo, sx, N, True, BLOCK)
-            else:
-                n, i, ok = _norms(start, sq_ptr, xsq_ptr, s_hi, s_lo, sx, N, False, BLOCK)
+            n, i, ok = _norms(start, sq_ptr, xsq_ptr, s_hi, s_lo, sx, N, weight, BLOCK)
             newly += tl.sum(((n > 0) & (n * f_clip < 1.0) & (n * f >= 1.0)).to(tl.int32), axis=0)
         if newly > 0:
             f_clip = f
             k += newly
             free = tl.zeros((), dtype=tl.float64)
             for start in range(0, 2 * N, BLOCK):
-                if WEIGHT:
-                    n, i, ok = _norms(start, sq_ptr, xsq_ptr, s_hi, s_lo, sx, N, True, BLOCK)
-                else:
-                    n, i, ok = _norms(start, sq_ptr, xsq_ptr, s_hi, s_lo, sx, N, False, BLOCK)
+                n, i, ok = _norms(start, sq_ptr, xsq_ptr, s_hi, s_lo, sx, N, weight, BLOCK)
                 free += tl.sum(tl.where(n * f_clip < 1.0, n, 0.0), axis=0)
             f = (B - k) / tl.where(free > 0, free, 1.0)
         it += 1
@@ -399,10 +403,7 @@ def lss_plan_kernel(sq_ptr, sc_ptr, xsq_ptr, sx_ptr, src_ptr, wt_ptr, slot_ptr,
     u = tl.sum(tl.where(two == 0, tl.rand(seed, 2 * pid + two), 0.0), axis=0).to(tl.float64)
     carry = tl.zeros((), dtype=tl.float64)
     for start in range(0, 2 * N, BLOCK):
-        if WEIGHT:
-            n, i, ok = _norms(start, sq_ptr, xsq_ptr, s_hi, s_lo, sx, N, True, BLOCK)
-        else:
-            n, i, ok = _norms(start, sq_ptr, xsq_ptr, s_hi, s_lo, sx, N, False, BLOCK)
+        n, i, ok = _norms(start, sq_ptr, xsq_ptr, s_hi, s_lo, sx, N, weight, BLOCK)
         p = tl.where(keep_all, (n > 0).to(tl.float64), tl.minimum(n * f, 1.0))
         p = tl.where(n > 0, p, 0.0)
         cum = carry + tl.cumsum(p, axis=0)
@@ -553,6 +554,55 @@ def lss_operands(stacked, x_codes, src, wt, seed, need_dx=True, need_dw=True):
             sa if need_dw else wt, b if need_dw else dummy, S, N, C, D, seed, P0, P1,
             BLOCK_M=OPS_BLOCK_M, BP=triton.next_power_of_2(CB), BLOCK_CH=OPS_BLOCK_CH)
     return kept, a, sa, b
+
+
+# ---- the GEMMs: the slot's kernel, autotuned on a GPU -------------------------------------
+
+# The slot's launcher runs one fixed config (int4_matmul.GPU_CONFIG, the one `int4lab inspect`
+# compiles and the lesson explains). The layer's three GEMMs run the same kernel through
+# triton.autotune on a GPU: the first time a shape (M, N, K) comes, each config below is timed
+# on it and the fastest is kept for that shape. The slot's own configs come first; the others
+# trade tile shape (wider N, fewer rows) and pipeline depth. The interpreter never tunes (there
+# is nothing to time): there `gemm` is the slot's launcher.
+GEMM_CONFIGS = (GPU_CONFIG, GPU_CONFIG_FEW_ROWS,
+                dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
+                dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4),
+                dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3),
+                dict(BLOCK_M=256, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=4))
+_TUNERS: dict = {}
+
+
+def _tuner(configs):
+    """int4_matmul_kernel under triton.autotune over `configs`, made once per set of configs."""
+    key = tuple(tuple(sorted(cfg.items())) for cfg in configs)
+    if key not in _TUNERS:
+        meta = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")
+        _TUNERS[key] = triton.autotune(
+            configs=[triton.Config({k: cfg[k] for k in meta}, num_warps=cfg.get("num_warps", 4),
+                                   num_stages=cfg.get("num_stages", 1)) for cfg in configs],
+            key=["M", "N", "KH"])(int4_matmul_kernel)
+    return _TUNERS[key]
+
+
+def gemm(a, a_scale, b, b_scale, out_dtype=torch.float32, configs=None):
+    """int4_matmul (the slot's arguments and result) for the layer: on a GPU its kernel autotuned
+    over GEMM_CONFIGS, elsewhere the slot's launcher. `configs`: tune over these (dicts like
+    GEMM_CONFIGS) on any device; a single config is launched without timing (a test's way to
+    run the autotuned launch in the interpreter)."""
+    if (configs is None and a.device.type != "cuda") or 2 * a.shape[1] > MAX_K:
+        return int4_matmul(a, a_scale, b, b_scale, out_dtype)
+    M, KH = a.shape
+    N = b.shape[0]
+    c = torch.empty((M, N), dtype=out_dtype, device=a.device)
+    if M == 0 or N == 0:
+        return c
+    sa, stride_sa = _scale_vector(a_scale)
+    sb, stride_sb = _scale_vector(b_scale)
+    kernel = _tuner(configs or GEMM_CONFIGS)
+    kernel[lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)](
+        a, b, sa, sb, c, M, N, KH, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+        stride_sa, stride_sb, c.stride(0), c.stride(1), APPLY_SCALES=out_dtype != torch.int32)
+    return c
 
 
 # ---- backward: LSQ, the STE and the rotation ------------------------------------------------

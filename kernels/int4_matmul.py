@@ -196,7 +196,8 @@ def int4_matmul_kernel(a_ptr, b_ptr, sa_ptr, sb_ptr, c_ptr, M, N, KH,
 
 # Fixed configs, no autotuning: `int4lab inspect` compiles exactly what a GPU would run (an
 # autotuner picks its config by timing on the GPU, which inspect cannot do), and the choice below
-# is the one its static estimate favours (docs/PERFORMANCE.md); it is not yet tuned by timing.
+# is the one its static estimate favours (docs/PERFORMANCE.md). (The library's fused layer runs
+# this same kernel through triton.autotune on a GPU, over these configs and a few others.)
 # The interpreter runs each program as a series of NumPy calls: a few 64x64 tiles keep it fast
 # (BLOCK_K = 64 bytes = 128 values of K). On a GPU, 256x128 tiles with 8 warps (two warpgroups
 # of 128 rows each on Hopper) spread each unpacked byte over the most tensor-core work that

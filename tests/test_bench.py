@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+import int4lab
 from int4lab.perf import bench
 
 
@@ -220,3 +221,24 @@ def test_a_wrong_gradient_is_recorded_and_the_layer_not_timed(monkeypatch):
 def test_gain_bounds_tighten_with_tokens():
     assert bench.grad_bounds(256)["gain_min"] == pytest.approx(1 - 2.5 / 16)
     assert bench.grad_bounds(8192)["gain_min"] == pytest.approx(0.95)        # the floor
+
+
+def test_the_fused_layers_gemms_are_recorded_and_timed_through_its_gemm():
+    """On the fused path (what a GPU runs; here fp32 in the interpreter) the layer's three GEMMs
+    go through kernels/fused_linear.gemm: record_step sees them as int4_matmul parts, with the
+    layer's shapes, to be timed through that same gemm."""
+    from int4lab.kernels import fused_linear
+    from int4lab.layers import Int4Linear, fused_path
+    torch.manual_seed(0)
+    tokens, d_in, d_out = 64, 64, 96
+    layer = Int4Linear(d_in, d_out, recipe="int4_hq_lss")
+    x, gy = torch.randn(tokens, d_in), torch.randn(tokens, d_out)
+    with int4lab.use("triton"):
+        assert fused_path(layer.recipe, x, layer.weight)
+        steps = bench.record_step(layer, x, gy)
+    assert [p[0] for p in steps] == ["forward.int4_matmul", "backward.int4_matmul", "backward.int4_matmul#1"]
+    assert all(fn is fused_linear.gemm for *_, fn in steps)
+    shapes = [bench._gemm_shape(a, kw) for _, _, a, kw, _ in steps]
+    S = fused_linear.sample_size(tokens)
+    assert shapes == [{"M": tokens, "N": d_out, "K": d_in}, {"M": S, "N": d_in, "K": d_out},
+                      {"M": d_out, "N": d_in, "K": S}]

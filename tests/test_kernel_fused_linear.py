@@ -195,3 +195,19 @@ def test_lsq_backward_is_the_spec_layers_arithmetic():
     ds, d_in = _lsq_scale_grad_2bit(want, *lsq_unrecord(rec.flatten(), q), R * K)
     assert torch.allclose(out, block_hadamard(d_in, bs), rtol=1e-5, atol=1e-5)
     assert torch.allclose(parts[1].sum(), ds, rtol=1e-4, atol=1e-6)
+
+
+def test_the_layers_autotuned_gemm_launch_is_the_slots_gemm():
+    """fused_linear.gemm launches int4_matmul_kernel through triton.autotune on a GPU; here the
+    same launch with one config (nothing to time), against the slot's launcher."""
+    torch.manual_seed(6)
+    a = torch.randint(0, 256, (70, 48), dtype=torch.uint8)
+    b = torch.randint(0, 256, (40, 48), dtype=torch.uint8)
+    sa, sb = torch.rand(70, 1) + 0.1, torch.tensor(0.3)
+    want = fl.int4_matmul(a, sa, b, sb)
+    one = (dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=4),)
+    assert torch.equal(fl.gemm(a, sa, b, sb, configs=one), want)
+    assert torch.equal(fl.gemm(a, sa, b, sb, out_dtype=torch.int32, configs=one),
+                       fl.int4_matmul(a, sa, b, sb, torch.int32))
+    assert torch.equal(fl.gemm(a, sa, b, sb), want)             # CPU: the slot's launcher
+    assert fl.GEMM_CONFIGS[0] is fl.GPU_CONFIG                   # what `int4lab inspect` compiles

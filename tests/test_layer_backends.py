@@ -5,6 +5,7 @@ only where a rotated value sits on a rounding boundary). Backward: bit splitting
 and the row sampling are random and the two backends draw differently, so the gradients are
 compared in distribution: the mean over seeds of each backend approaches the same value.
 """
+import pytest
 import torch
 
 import int4lab
@@ -104,3 +105,46 @@ def test_fused_nan_in_a_row_makes_that_row_nan_as_nn_linear():
         x[5, 2] = float("nan")
         y = layer(x)
     assert torch.isnan(y[5]).all() and torch.isfinite(y[torch.arange(48) != 5]).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the fused path in bf16)")
+def test_on_a_gpu_the_fused_path_agrees_with_the_spec_and_runs_bf16():
+    from int4lab.layers import fused_path
+    torch.manual_seed(0)
+    layer = Int4Linear(256, 128, recipe="int4_hq_lss").cuda()
+    x = torch.randn(96, 256, device="cuda")
+    x[:, 3] *= 20
+    draws = {}
+    for impl in ("spec", "triton"):
+        out = []
+        for seed in range(12):
+            torch.manual_seed(seed)
+            layer.zero_grad(set_to_none=True)
+            xg = x.clone().requires_grad_(True)
+            with int4lab.use(impl):
+                if impl == "triton":
+                    assert fused_path(layer.recipe, xg, layer.weight)
+                y = layer(xg)
+                y.backward(torch.linspace(-1, 1, y.numel(), device="cuda").reshape(y.shape))
+            out.append((y.detach(), xg.grad, layer.weight.grad.clone()))
+        draws[impl] = out
+    assert torch.allclose(draws["triton"][0][0], draws["spec"][0][0], rtol=1e-3, atol=1e-3)
+    for k in (1, 2):
+        s = torch.stack([d[k] for d in draws["spec"]])
+        t = torch.stack([d[k] for d in draws["triton"]])
+        se = ((s.var(0) + t.var(0)) / 12).sum().sqrt()
+        assert (s.mean(0) - t.mean(0)).norm() < 3 * se + 1e-6
+    # bf16 end to end: the same layer in bf16 takes the fused path and stays close to fp32
+    lb = Int4Linear(256, 128, recipe="int4_hq_lss").cuda().to(torch.bfloat16)
+    with torch.no_grad():
+        lb.weight.copy_(layer.weight)
+        lb.bias.copy_(layer.bias)
+    xb = x.to(torch.bfloat16).requires_grad_(True)
+    with int4lab.use("triton"):
+        assert fused_path(lb.recipe, xb, lb.weight)
+        yb = lb(xb)
+        yb.float().sum().backward()
+    assert yb.dtype == torch.bfloat16 and xb.grad.dtype == torch.bfloat16
+    assert torch.isfinite(yb).all() and torch.isfinite(xb.grad).all() and torch.isfinite(lb.weight.grad).all()
+    ref = draws["triton"][0][0]
+    assert (yb.float() - ref).norm() / ref.norm() < 0.1       # bf16 inputs move some codes by one

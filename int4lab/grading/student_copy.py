@@ -82,6 +82,8 @@ SKIPPED_IN_COPY = {
     "tests/test_bench.py::test_smoke_ran_the_triton_kernels": "it expects the library's kernels to run",
     "tests/test_bench.py::test_the_fast_entry_skips_every_validation": "it calls the library's launcher",
     "tests/test_bench.py::test_linear_times_the_layers_own_gemms": "it spies on the library's GEMM launcher",
+    "tests/test_bench.py::test_the_fused_layers_gemms_are_recorded_and_timed_through_its_gemm":
+        "it records the library's fused layer (kernels/fused_linear.py is not part of a copy)",
     "tests/test_registry.py::test_the_trusted_entry_skips_value_checks_for_the_library_only":
         "it runs the library's pack_int4 launcher",
     "tests/test_stubs.py::test_every_kernel_module_fences_its_kernel_and_its_launcher":

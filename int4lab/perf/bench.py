@@ -374,29 +374,46 @@ def check_gradients(ref, layer, x, gy, bounds=None):
 
 @contextlib.contextmanager
 def recording_ops(calls):
-    """Append (name, args, kwargs) to `calls` for every quantized operation the layers call
-    (ops.trusted.<name>) inside the block, then call it as before."""
+    """Append (name, args, kwargs, fn) to `calls` for every quantized operation the layers call
+    (ops.trusted.<name>) inside the block, then call it as before; fn is what to time it with:
+    the slot's fast entry, or for the fused layer's GEMMs (kernels/fused_linear.gemm: the slot's
+    kernel, autotuned on a GPU), recorded as "int4_matmul" calls, that gemm."""
     from int4lab import ops
     saved = dict(vars(ops.trusted))
+    fused = _fused_module()
 
-    def wrap(name, fn):
+    def wrap(name, fn, timed):
         def rec(*args, **kwargs):
-            calls.append((name, args, kwargs))
+            calls.append((name, args, kwargs, timed))
             return fn(*args, **kwargs)
         return rec
+    saved_gemm = fused.gemm if fused is not None else None
     try:
         for name, fn in saved.items():
-            setattr(ops.trusted, name, wrap(name, fn))
+            setattr(ops.trusted, name, wrap(name, fn, trusted(name)))
+        if fused is not None:
+            fused.gemm = wrap("int4_matmul", saved_gemm, saved_gemm)
         yield calls
     finally:
         for name, fn in saved.items():
             setattr(ops.trusted, name, fn)
+        if fused is not None:
+            fused.gemm = saved_gemm
+
+
+def _fused_module():
+    """int4lab.kernels.fused_linear, or None (no Triton, or a student copy)."""
+    try:
+        from int4lab.kernels import fused_linear
+    except Exception:
+        return None
+    return fused_linear
 
 
 def record_step(layer, x, gy):
     """The quantized operations one forward + backward of layer calls, in order, as
-    [(part, name, args, kwargs)], part = "forward.<name>" or "backward.<name>" with "#i" for the
-    i-th repeat (i >= 1)."""
+    [(part, name, args, kwargs, fn)], part = "forward.<name>" or "backward.<name>" with "#i" for
+    the i-th repeat (i >= 1), fn the function to time it with (recording_ops)."""
     x = x.detach().clone().requires_grad_()
     fwd, bwd = [], []
     layer.zero_grad(set_to_none=True)
@@ -408,9 +425,9 @@ def record_step(layer, x, gy):
     out = []
     for phase, calls in (("forward", fwd), ("backward", bwd)):
         seen = {}
-        for name, args, kwargs in calls:
+        for name, args, kwargs, fn in calls:
             i = seen[name] = seen.get(name, -1) + 1
-            out.append((f"{phase}.{name}" + (f"#{i}" if i else ""), name, args, kwargs))
+            out.append((f"{phase}.{name}" + (f"#{i}" if i else ""), name, args, kwargs, fn))
     return out
 
 
@@ -480,7 +497,7 @@ def bench_linear(timer, tokens, dims, device, errors=None):
             if any([p[0] for p in s] != [p[0] for p in steps[0]] for s in steps):
                 raise AssertionError("the layer called different operations for different inputs")
             row["gemm_shapes"] = {LINEAR_GEMMS[p][0]: {**_gemm_shape(a, kw), "what": LINEAR_GEMMS[p][1]}
-                                  for p, _, a, kw in steps[0] if p in LINEAR_GEMMS}
+                                  for p, _, a, kw, _fn in steps[0] if p in LINEAR_GEMMS}
             made.update(ref=ref, q=q, sets=sets, steps=steps)
         _case(errors, "linear", f"{label} check", check)
         if "steps" not in made:
@@ -496,13 +513,12 @@ def bench_linear(timer, tokens, dims, device, errors=None):
         _case(errors, "linear", f"{label} layers", layers)
 
         row["parts"] = []
-        for i, (part, name, args, _kw) in enumerate(steps[0]):
+        for i, (part, name, args, _kw, fn) in enumerate(steps[0]):
             entry = {"part": part, "op": name, "shapes": _shapes(args)}
             row["parts"].append(entry)
 
-            def time_part(i=i, name=name, entry=entry, part=part, row=row, steps=steps):
+            def time_part(i=i, name=name, entry=entry, part=part, row=row, steps=steps, fast=fn):
                 inputs = [(s[i][2], s[i][3]) for s in steps]
-                fast = trusted(name)
                 with registry.use("triton"):
                     entry["impl"] = registry.resolve(name)[0]
                     entry["time_ms"] = timer(lambda a, kw: fast(*a, **kw), inputs)

@@ -431,7 +431,8 @@ def format_report(result, top=8):
     """A short readable report of a count_layer result."""
     c, det = result["counts"], result["detail"]
     lines = [f"Int4Linear {result['d']}x{result['d']}, recipe {result['recipe']}, {result['tokens']} tokens, "
-             f"{result['device']} {result['dtype']}, mode {result['mode']}: one forward + backward",
+             f"{result['device']} {result['dtype']}, mode {result['mode']}: one forward + backward"
+             + (" (a step after the LSQ warm-up)" if result.get("steady") else ""),
              f"  launches     {c['launches']:6d}  (aten {det['aten']}, triton {det['triton']})",
              f"  host syncs   {c['host_syncs']:6d}" + ("  (CPU: data reads that would sync on a GPU)"
                                                       if det["proxy_syncs"] else ""),

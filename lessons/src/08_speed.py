@@ -290,7 +290,7 @@ print(layer_counts.format_report(fused))
 # - *Cheap randomness.* A stochastic record or rounding on every value needs a random number
 #   per value; Philox costs ~60 instructions a call, a multiply-xorshift hash ~8. In a kernel that
 #   moves 3 bytes a value, that is the difference between 22% and 56% of the memory bandwidth
-#   (static estimates, sm_90).
+#   (static estimates, sm_90, for the kernel that quantizes X).
 #
 # At small widths launches and passes, not the GEMMs, set a layer's time: the fewer the better.
 
