@@ -559,9 +559,11 @@ class FusedInt4LinearFunction(torch.autograd.Function):
         (N, D), C = x.shape, weight.shape[0]
         sx, sw = s_x.detach(), s_w.detach()
         registry.note_ran(FUSED_SLOTS, "triton")
-        qx, _, rx, rsx, sqx = fl.quantize_rows(x.detach(), sx, recipe.block_size, _seed())
+        train = any(ctx.needs_input_grad[:5])     # else only the codes: no record, no W^T codes
+        qx, _, rx, rsx, sqx = fl.quantize_rows(x.detach(), sx, recipe.block_size, _seed(),
+                                               for_backward=train)
         qw, qwt, rw, rsw, _ = fl.quantize_rows(weight.detach(), sw, recipe.block_size, _seed(),
-                                               transposed=True)
+                                               transposed=True, for_backward=train)
         y = fl.gemm(qx, rsx[:, None], qw, rsw[:, None], out_dtype=x.dtype)
         if bias is not None:
             y = y + bias.detach()

@@ -161,13 +161,14 @@ def quantize_rows_kernel(x_ptr, s_ptr, p_ptr, pt_ptr, rec_ptr, rs_ptr, sq_ptr,
                          R, K, stride_r, stride_c, c, seed,
                          BLOCK_R: tl.constexpr, KP: tl.constexpr, BS: tl.constexpr,
                          LOG_BS: tl.constexpr, VEC: tl.constexpr, QP: tl.constexpr,
-                         TRANSPOSED: tl.constexpr):
+                         TRANSPOSED: tl.constexpr, FOR_BACKWARD: tl.constexpr):
     """BLOCK_R whole rows of x: rotate (butterflies), v = XH / s with the given LSQ step size s,
     codes = round(clamp(v, -QP, QP)). Writes the codes packed along K (p, (R, K/2)), with
     TRANSPOSED also packed along R (pt, (K, R/2): rows 2i and 2i + 1 make byte i of column k),
     the 2-bit record (rec, (R, K/4), as int4lab.layers.lsq_record: value 4j + t in bits 2t of
     byte j), each row's scale s + 0 * sum|row| (rs: NaN for a row with a NaN or Inf) and each
-    row's sum of squared codes (sq)."""
+    row's sum of squared codes (sq). Without FOR_BACKWARD (a call that needs no gradient) only
+    the codes along K and the row scales."""
     pid = tl.program_id(axis=0)
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < R
@@ -188,27 +189,28 @@ def quantize_rows_kernel(x_ptr, s_ptr, p_ptr, pt_ptr, rec_ptr, rs_ptr, sq_ptr,
     nib = nibble_rn(vc)
     cols = tl.arange(0, KP)
     col_ok = cols < K
-    tl.store(sq_ptr + rows, tl.sum(q * q, axis=1), mask=row_ok)  # padding columns hold q = 0
+    if FOR_BACKWARD:
+        tl.store(sq_ptr + rows, tl.sum(q * q, axis=1), mask=row_ok)  # padding columns hold q = 0
 
-    # the 2-bit record: the remainder r = v - q stochastically rounded to c/3 - 1/2, c in 0..3,
-    # c = floor(3 r + 3/2 + u) (E = r, to within the dither's 1/512), or c = 3 above QP and
-    # c = 0 below -QP (clipped): the excess v - vc (0 inside) times 2**30 pushes 3 r + ... past
-    # 3 or below 0 before the clamp. u = (k + 1/2) / 256 for 8 random bits k, as the spec's
-    # record; truncating a float in [0, 3.5] to an int is its floor.
-    jr = tl.arange(0, KP // 4)
-    f = _dither(seed, rows[:, None] * (K // 4) + jr[None, :], BLOCK_R, KP)      # 1 + k / 256
-    t = 3.0 * (v - q) + (f + (0.5 + 1.0 / 512)) + (v - vc) * 1073741824.0
-    lvl = tl.minimum(tl.maximum(t, 0.0), 3.5).to(tl.int32)
-    a, b = tl.split(tl.reshape(lvl, (BLOCK_R, KP // 4, 2, 2)))    # values 4j + 2t and 4j + 2t + 1
-    pair = a + 4 * b                                              # (BLOCK_R, KP // 4, 2)
-    p0, p1 = tl.split(pair)
-    tl.store(rec_ptr + rows64[:, None] * (K // 4) + jr[None, :], (p0 + 16 * p1).to(tl.uint8),
-             mask=row_ok[:, None] & (jr < K // 4)[None, :])
+        # the 2-bit record: the remainder r = v - q stochastically rounded to c/3 - 1/2, c in 0..3,
+        # c = floor(3 r + 3/2 + u) (E = r, to within the dither's 1/512), or c = 3 above QP and
+        # c = 0 below -QP (clipped): the excess v - vc (0 inside) times 2**30 pushes 3 r + ... past
+        # 3 or below 0 before the clamp. u = (k + 1/2) / 256 for 8 random bits k, as the spec's
+        # record; truncating a float in [0, 3.5] to an int is its floor.
+        jr = tl.arange(0, KP // 4)
+        f = _dither(seed, rows[:, None] * (K // 4) + jr[None, :], BLOCK_R, KP)      # 1 + k / 256
+        t = 3.0 * (v - q) + (f + (0.5 + 1.0 / 512)) + (v - vc) * 1073741824.0
+        lvl = tl.minimum(tl.maximum(t, 0.0), 3.5).to(tl.int32)
+        a, b = tl.split(tl.reshape(lvl, (BLOCK_R, KP // 4, 2, 2)))    # values 4j + 2t and 4j + 2t + 1
+        pair = a + 4 * b                                              # (BLOCK_R, KP // 4, 2)
+        p0, p1 = tl.split(pair)
+        tl.store(rec_ptr + rows64[:, None] * (K // 4) + jr[None, :], (p0 + 16 * p1).to(tl.uint8),
+                 mask=row_ok[:, None] & (jr < K // 4)[None, :])
 
     j = tl.arange(0, KP // 2)
     tl.store(p_ptr + rows64[:, None] * (K // 2) + j[None, :], _pack_pairs(nib, BLOCK_R, KP // 2),
              mask=row_ok[:, None] & (j < K // 2)[None, :])
-    if TRANSPOSED:
+    if TRANSPOSED and FOR_BACKWARD:
         # rows 2i and 2i + 1 of this program's tile make byte i of each column: R is even
         t = tl.permute(tl.reshape(nib, (BLOCK_R // 2, 2, KP)), (0, 2, 1))
         er, od = tl.split(t)                                      # (BLOCK_R // 2, KP)
@@ -218,26 +220,28 @@ def quantize_rows_kernel(x_ptr, s_ptr, p_ptr, pt_ptr, rec_ptr, rs_ptr, sq_ptr,
                  mask=(i < R // 2)[:, None] & col_ok[None, :])
 
 
-def quantize_rows(x, scale, block_size, seed, transposed=False):
+def quantize_rows(x, scale, block_size, seed, transposed=False, for_backward=True):
     """x (R, K) float, scale the LSQ step size (a 0-dim fp32 tensor, clamped in place to >= 1e-8)
     -> (codes (R, K/2) uint8, codes_t (K, R/2) uint8 or None, record (R, K/4) uint8,
         row_scales (R,) fp32, row_sumsq (R,) fp32). K a multiple of block_size; R even for
-    transposed."""
+    transposed. for_backward=False writes the codes and row scales only (the others are None)."""
     R, K = x.shape
     dev = x.device
     KP = triton.next_power_of_2(K)
     BLOCK_R = _rows_per_program(R, KP, 2 if transposed else 1)
     codes = torch.empty((R, K // 2), dtype=torch.uint8, device=dev)
+    transposed = transposed and for_backward
     codes_t = torch.empty((K, R // 2), dtype=torch.uint8, device=dev) if transposed else None
-    rec = torch.empty((R, K // 4), dtype=torch.uint8, device=dev)
+    rec = torch.empty((R, K // 4), dtype=torch.uint8, device=dev) if for_backward else None
     rs = torch.empty(R, dtype=torch.float32, device=dev)
-    sq = torch.empty(R, dtype=torch.float32, device=dev)
+    sq = torch.empty(R, dtype=torch.float32, device=dev) if for_backward else None
     num_warps = max(1, min(32, BLOCK_R * KP // block_size // 32))
     quantize_rows_kernel[(triton.cdiv(R, BLOCK_R),)](
-        x, scale, codes, codes_t if transposed else codes, rec, rs, sq,
-        R, K, x.stride(0), x.stride(1), NORM[block_size], seed,
+        x, scale, codes, codes_t if transposed else codes, rec if for_backward else codes, rs,
+        sq if for_backward else rs, R, K, x.stride(0), x.stride(1), NORM[block_size], seed,
         BLOCK_R=BLOCK_R, KP=KP, BS=block_size, LOG_BS=block_size.bit_length() - 1,
-        VEC=16 // x.element_size(), QP=QMAX[4], TRANSPOSED=transposed, num_warps=num_warps)
+        VEC=16 // x.element_size(), QP=QMAX[4], TRANSPOSED=transposed, FOR_BACKWARD=for_backward,
+        num_warps=num_warps)
     return codes, codes_t, rec, rs, sq
 
 

@@ -148,3 +148,14 @@ def test_on_a_gpu_the_fused_path_agrees_with_the_spec_and_runs_bf16():
     assert torch.isfinite(yb).all() and torch.isfinite(xb.grad).all() and torch.isfinite(lb.weight.grad).all()
     ref = draws["triton"][0][0]
     assert (yb.float() - ref).norm() / ref.norm() < 0.1       # bf16 inputs move some codes by one
+
+
+def test_fused_without_grad_writes_only_what_the_forward_needs():
+    from int4lab.perf.layer_counts import Counter
+    layer, x = layer_and_input()
+    with int4lab.use("triton"):
+        y = layer(x)                                # training mode: the record is written too
+        with torch.no_grad(), Counter(10 ** 9) as c:
+            y0 = layer(x)
+    assert torch.equal(y0, y.detach())              # the forward's codes do not depend on draws
+    assert c.detail()["triton_by_kernel"] == {"quantize_rows_kernel": 2, "int4_matmul_kernel": 1}
