@@ -263,7 +263,8 @@ print(layer_counts.format_report(counts))
 # That is the path this machine runs by default (on a CPU: the spec, or your kernels once
 # unlocked): slot by slot, with PyTorch glue between the quantized operations. A GPU runs the
 # library's kernels, and for this recipe it runs them **fused** (`kernels/fused_linear.py`):
-# the same count on that path, through the interpreter (a few seconds):
+# the same count on that path, through the interpreter (a few seconds; in a student copy,
+# which holds no library kernels, this runs the spec again: the numbers below are the library's):
 
 # %%
 fused = layer_counts.count_layer("int4_hq_lss", tokens=256, d=128, impl="triton")
